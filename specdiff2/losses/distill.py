@@ -1,0 +1,108 @@
+"""AR-style distillation baselines (DistillSpec family): per-position CE, forward KL and TVD.
+
+These treat window positions as exchangeable: each valid position counts once and the loss is the mean over
+valid positions of the whole batch (mask used as given, not as a prefix: a position's loss does not depend on
+its neighbours). SpecDiff-2 compares streak distillation against exactly these. Verifier inputs are detached.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from specdiff2.losses.streak import (
+    LossOutput,
+    check_window,
+    log_overlap,
+    position_mask,
+    scaled_logits,
+    target_logprobs,
+    verifier_support,
+)
+
+
+def _mean_output(per_position: Tensor, valid: Tensor, name: str) -> LossOutput:
+    """Token-mean over valid positions of a (B, γ) per-position loss that is already 0 at invalid positions."""
+    loss = per_position.sum() / valid.sum().clamp_min(1)
+    per_row = per_position.sum(dim=-1) / valid.sum(dim=-1).clamp_min(1)  # (B,)
+    return LossOutput(loss, {name: loss.detach()}, per_row.detach())
+
+
+def ce_loss(
+    drafter_logits: Tensor,
+    targets: Tensor,
+    mask: Tensor | None = None,
+    temperature: float = 1.0,
+) -> LossOutput:
+    """Mean CE −log q_j(x_j) on verifier tokens x over valid positions (AR-distillation baseline).
+
+    drafter_logits (B, N, V), targets (B, N) long, mask (B, N) bool. Metrics: "ce", "accuracy" (drafter
+    argmax == verifier token, over valid positions).
+    """
+    check_window(drafter_logits, targets)
+    valid = position_mask(mask, targets)
+    logits = scaled_logits(drafter_logits, temperature)  # (B, N, V)
+    ce = -target_logprobs(logits, targets, valid)  # (B, N), 0 at invalid positions
+    out = _mean_output(ce, valid, "ce")
+    hits = (logits.detach().argmax(dim=-1) == targets) & valid
+    out.metrics["accuracy"] = hits.sum() / valid.sum().clamp_min(1)
+    return out
+
+
+def forward_kl_loss(
+    drafter_logits: Tensor,
+    verifier_probs: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    verifier_topk_ids: Tensor | None = None,
+    verifier_topk_logprobs: Tensor | None = None,
+    temperature: float = 1.0,
+) -> LossOutput:
+    """Mean forward KL(p ‖ q) per valid position. Metric: "kl".
+
+    Dense form: verifier_probs (B, γ, V), exact (0·log 0 = 0). Sparse form (verifier_topk_ids,
+    verifier_topk_logprobs (B, γ, k), distinct ids): KL between the two distributions coarsened to the stored
+    support S plus one "rest of the vocabulary" bucket,
+        Σ_{v∈S} p(v) log(p(v)/q(v)) + r_p log(r_p / r_q),   r = 1 − mass on S.
+    It is ≥ 0, a lower bound on the full KL (data processing), 0 when q = p, and exact when S holds all of p.
+    The bucket keeps q from being rewarded for piling p's tail mass onto S (what renormalised top-k KD does).
+    r_q is floored at machine epsilon: below that 1 − Σ_S q is rounding noise (e.g. k = V), not signal.
+    """
+    check_window(drafter_logits)
+    valid = position_mask(mask, drafter_logits)
+    logits = scaled_logits(drafter_logits, temperature)  # (B, γ, V)
+    log_p, log_q, dense = verifier_support(logits, valid, verifier_probs, verifier_topk_ids, verifier_topk_logprobs)
+    p = log_p.exp()  # (B, γ, S)
+    # Zero-probability verifier entries contribute 0; a finite stand-in for log p keeps 0·(−inf) out of autograd.
+    safe_log_p = torch.where(p > 0, log_p, 0.0)
+    kl = (p * (safe_log_p - log_q)).sum(dim=-1)  # (B, γ)
+    if not dense:
+        rest_p = (-torch.expm1(torch.logsumexp(log_p, dim=-1))).clamp_min(0)  # (B, γ) verifier mass off S
+        eps = torch.finfo(logits.dtype).eps
+        rest_q = (-torch.expm1(torch.logsumexp(log_q, dim=-1))).clamp_min(eps)  # (B, γ) drafter mass off S
+        safe_log_rest_p = torch.where(rest_p > 0, rest_p, 1.0).log()
+        kl = kl + rest_p * (safe_log_rest_p - rest_q.log())
+    return _mean_output(torch.where(valid, kl, 0.0), valid, "kl")
+
+
+def tvd_loss(
+    drafter_logits: Tensor,
+    verifier_probs: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    verifier_topk_ids: Tensor | None = None,
+    verifier_topk_logprobs: Tensor | None = None,
+    temperature: float = 1.0,
+) -> LossOutput:
+    """Mean total variation ½ Σ_v |p(v) − q(v)| = 1 − Σ_v min(p, q) per valid position. Metric: "tvd".
+
+    1 − TVD is the rejection-sampling acceptance probability, so this is the expected rejection rate.
+    Sparse top-k form: 1 − Σ_{v∈S} min(p, q), an UPPER bound on the TVD (the same support-restricted
+    acceptance as `streak_soft_loss`), exact when S holds all of p's mass.
+    """
+    check_window(drafter_logits)
+    valid = position_mask(mask, drafter_logits)
+    logits = scaled_logits(drafter_logits, temperature)  # (B, γ, V)
+    log_p, log_q, _ = verifier_support(logits, valid, verifier_probs, verifier_topk_ids, verifier_topk_logprobs)
+    tvd = 1.0 - log_overlap(log_p, log_q).exp()  # (B, γ)
+    return _mean_output(torch.where(valid, tvd, 0.0), valid, "tvd")

@@ -1,0 +1,23 @@
+"""Conventions of masked-diffusion drafters shared by pretraining, distillation and decoding."""
+
+from __future__ import annotations
+
+import torch
+
+
+def align_logits(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
+    """Return logits whose position i predicts token i.
+
+    Dream, DiffuCoder and the pocket drafter are trained from AR checkpoints and keep the AR
+    habit: the logits at i−1 predict token i. LLaDA predicts in place. Position 0 of a shifted
+    model has no predictor; it repeats position 0 and must never be a target.
+    """
+    if not shifted:
+        return logits
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)  # (B, L, V)
+
+
+def window_logit_index(prefix_len: int | torch.Tensor, gamma: int, shifted: bool, device=None) -> torch.Tensor:
+    """Raw-logit positions that carry q_1..q_γ for a pass over prefix ‖ MASK×γ."""
+    offset = prefix_len - 1 if shifted else prefix_len
+    return offset + torch.arange(gamma, device=device)  # (γ,)

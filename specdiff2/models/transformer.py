@@ -1,0 +1,302 @@
+"""A small gpt-fast style inference transformer for Qwen2 / LLaMA / Mistral / Dream checkpoints.
+
+Parameter names match Hugging Face exactly, so an HF state dict loads with strict=True. The KV cache
+is static and position-indexed: a forward writes keys/values at explicit slots and attends over the
+whole buffer through a boolean mask, so rolling back a rejected draft is just using a shorter length
+next time. `forward` is a plain function of tensors (no `.item()`, no data-dependent branches) so it
+can be torch.compile'd or captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from specdiff2.errors import CheckpointError, ConfigError
+
+# model_type (lower-cased) -> whether q/k/v projections carry a bias (LLaMA reads `attention_bias`).
+_QKV_BIAS = {"qwen2": True, "dream": True, "mistral": False, "llama": False}
+SUPPORTED_MODEL_TYPES = ("qwen2", "llama", "mistral", "Dream")
+
+
+@dataclass
+class ModelArgs:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    qkv_bias: bool = False
+    o_bias: bool = False  # LLaMA `attention_bias` also puts a bias on o_proj
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 32768
+    sliding_window: int | None = None  # Mistral: attention is exact only up to this many tokens
+
+    @classmethod
+    def from_hf_config(cls, cfg: dict) -> ModelArgs:
+        """Read an HF config.json dict; refuse features this model would silently get wrong."""
+        model_type = str(cfg.get("model_type"))
+        kind = model_type.lower()
+        if kind not in _QKV_BIAS:
+            raise CheckpointError(
+                f"unsupported model_type {model_type!r} in config.json; "
+                f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        _refuse_unsupported(cfg, model_type)
+        heads, hidden = _field(cfg, "num_attention_heads"), _field(cfg, "hidden_size")
+        llama_bias = kind == "llama" and bool(cfg.get("attention_bias", False))
+        return cls(
+            vocab_size=_field(cfg, "vocab_size"),
+            hidden_size=hidden,
+            intermediate_size=_field(cfg, "intermediate_size"),
+            num_layers=_field(cfg, "num_hidden_layers"),
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or hidden // heads,
+            rope_theta=_rope_theta(cfg),
+            rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
+            qkv_bias=_QKV_BIAS[kind] or llama_bias,
+            o_bias=llama_bias,
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
+            sliding_window=cfg.get("sliding_window") if kind == "mistral" else None,
+        )
+
+
+def _field(cfg: dict, name: str):
+    if cfg.get(name) is None:
+        raise CheckpointError(f"config.json lacks {name!r}; pass an unmodified Hugging Face config.json")
+    return cfg[name]
+
+
+def _refuse_unsupported(cfg: dict, model_type: str) -> None:
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise CheckpointError(
+            f"hidden_act {act!r} is not supported (only silu); use a {model_type} checkpoint with silu"
+        )
+    if cfg.get("use_sliding_window"):
+        raise CheckpointError(
+            "use_sliding_window=true is not supported; set it to false in config.json if the model allows"
+        )
+    if cfg.get("mlp_bias"):
+        raise CheckpointError("mlp_bias=true is not supported; use a checkpoint without MLP biases")
+
+
+def _rope_theta(cfg: dict) -> float:
+    """Theta of default RoPE, from `rope_parameters` (transformers 5) or top level (transformers 4)."""
+    params = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        raise CheckpointError(
+            f"RoPE type {rope_type!r} is not supported (only default RoPE); "
+            "use a checkpoint without rope scaling or add the scaling to specdiff2/models/transformer.py"
+        )
+    theta = params.get("rope_theta", cfg.get("rope_theta"))
+    return float(theta) if theta is not None else 10000.0
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Statistics in fp32, then back to the input dtype before the weight, exactly as HF does.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables for `position_ids` (B, L), each (B, 1, L, head_dim), computed in fp32 like HF.
+
+    Recomputed per call (a few tiny ops) instead of a buffer so `.to(bfloat16)` can never degrade it.
+    """
+    exponent = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
+    inv_freq = 1.0 / theta**exponent  # (D/2,)
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, L, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (B, L, D): rotate_half pairs dim i with i + D/2
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # (B, 1, L, D)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, L, D) rotated with the HF Qwen2/LLaMA `rotate_half` convention."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (B, H, L, D)
+    return x * cos + rotated * sin
+
+
+def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA with grouped KV heads, without copying K/V to H heads.
+
+    q (B, H, L, D), k/v (B, H_kv, S, D), mask (B|1, 1, L, S) bool. The G = H/H_kv query heads that
+    share a KV head are folded into the query length, which matches HF `repeat_kv` (query head h
+    uses KV head h // G) while reading the cache once: decode is bandwidth bound.
+    """
+    b, h, length, d = q.shape
+    groups = h // k.shape[1]
+    q = q.reshape(b, k.shape[1], groups * length, d)  # (B, H_kv, G*L, D), row g*L + l
+    mask = mask.repeat(1, 1, groups, 1)  # (B|1, 1, G*L, S): row g*L + l uses query l's mask
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H_kv, G*L, D)
+    return out.reshape(b, h, length, d)
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = args.num_heads, args.num_kv_heads, args.head_dim
+        q_dim, kv_dim = args.num_heads * args.head_dim, args.num_kv_heads * args.head_dim
+        self.q_proj = nn.Linear(args.hidden_size, q_dim, bias=args.qkv_bias)
+        self.k_proj = nn.Linear(args.hidden_size, kv_dim, bias=args.qkv_bias)
+        self.v_proj = nn.Linear(args.hidden_size, kv_dim, bias=args.qkv_bias)
+        self.o_proj = nn.Linear(q_dim, args.hidden_size, bias=args.o_bias)
+        # Non-persistent: the cache never enters the state dict, so strict HF loading still works.
+        self.register_buffer("k_cache", None, persistent=False)
+        self.register_buffer("v_cache", None, persistent=False)
+
+    def forward(self, x, cos, sin, mask, cache_slots):
+        b, length, _ = x.shape
+        heads, kv_heads, d = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(b, length, heads, d).transpose(1, 2)  # (B, H, L, D)
+        k = self.k_proj(x).view(b, length, kv_heads, d).transpose(1, 2)  # (B, H_kv, L, D)
+        v = self.v_proj(x).view(b, length, kv_heads, d).transpose(1, 2)  # (B, H_kv, L, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache_slots is not None:
+            k, v = self._write_cache(k, v, cache_slots)  # (B, H_kv, S_max, D)
+        out = gqa_attention(q, k, v, mask)  # (B, H, L, D)
+        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+
+    def _write_cache(self, k, v, cache_slots):
+        """Store rotated k/v (B, H_kv, L, D) at `cache_slots` (L,); return this batch's cache views."""
+        b = k.shape[0]
+        k_cache, v_cache = self.k_cache[:b], self.v_cache[:b]  # (B, H_kv, S_max, D) views
+        k_cache.index_copy_(2, cache_slots, k.to(k_cache.dtype))
+        v_cache.index_copy_(2, cache_slots, v.to(v_cache.dtype))
+        return k_cache, v_cache
+
+
+class MLP(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.self_attn = Attention(args)
+        self.mlp = MLP(args)
+        self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache_slots):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_slots)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """The HF `model.` submodule: embeddings, decoder layers, final norm."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(args) for _ in range(args.num_layers))
+        self.norm = RMSNorm(args.hidden_size, args.rms_norm_eps)
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.args = args
+        self.model = Backbone(args)
+        self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
+        if args.tie_word_embeddings:
+            self.tie_weights()
+
+    def tie_weights(self) -> None:
+        self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def cache_len(self) -> int:
+        """S_max of the allocated cache (0 before `setup_cache`)."""
+        k_cache = self.model.layers[0].self_attn.k_cache
+        return 0 if k_cache is None else k_cache.shape[2]
+
+    def setup_cache(self, max_batch: int, max_seq_len: int, dtype=None, device=None) -> None:
+        """Allocate per-layer K/V buffers (max_batch, H_kv, max_seq_len, D), zero-filled."""
+        window = self.args.sliding_window
+        if window is not None and max_seq_len > window:
+            raise ConfigError(
+                f"max_seq_len {max_seq_len} exceeds the model's sliding_window {window}; use at most {window}"
+            )
+        weight = self.model.embed_tokens.weight
+        dtype, device = dtype or weight.dtype, device or weight.device
+        shape = (max_batch, self.args.num_kv_heads, max_seq_len, self.args.head_dim)  # (B, H_kv, S_max, D)
+        for layer in self.model.layers:
+            layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+            layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+
+    def copy_cache_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Move K/V entries at slots `src` (N,) to slots `dst` (N,) in every layer.
+
+        `index_select` gathers into a new tensor before the write, so overlapping src/dst (compacting
+        an accepted tree path towards the prefix) is safe.
+        """
+        for layer in self.model.layers:
+            for cache in (layer.self_attn.k_cache, layer.self_attn.v_cache):
+                cache.index_copy_(2, dst, cache.index_select(2, src))  # (B, H_kv, N, D) moved
+
+    def hidden_states(self, input_ids, position_ids, attn_mask=None, cache_slots=None) -> torch.Tensor:
+        """Final-norm hidden states (B, L, hidden); same arguments as `forward`."""
+        if attn_mask is None:
+            attn_mask = self._default_mask(input_ids.shape[1], cache_slots, input_ids.device)
+        elif cache_slots is None:
+            self._check_window(input_ids.shape[1])
+        if cache_slots is not None and self.cache_len == 0:
+            raise ConfigError(
+                "cache_slots given but no KV cache; call setup_cache(max_batch, max_seq_len) first"
+            )
+        h = self.model.embed_tokens(input_ids)  # (B, L, hidden)
+        cos, sin = rotary_cos_sin(position_ids, self.args.head_dim, self.args.rope_theta, h.dtype)
+        for layer in self.model.layers:
+            h = layer(h, cos, sin, attn_mask, cache_slots)
+        return self.model.norm(h)
+
+    def forward(self, input_ids, position_ids, attn_mask=None, cache_slots=None) -> torch.Tensor:
+        """Logits (B, L, V).
+
+        With `cache_slots` (L,): k/v are written at those slots and attention runs over the whole
+        cache with `attn_mask` (B|1, 1, L, S_max); None means "each token sees slots <= its own".
+        Without: plain attention over the L inputs with `attn_mask` (B|1, 1, L, L); None means
+        causal (pass an all-True mask for a bidirectional diffusion drafter).
+        """
+        return self.lm_head(self.hidden_states(input_ids, position_ids, attn_mask, cache_slots))
+
+    def _default_mask(self, length: int, cache_slots, device) -> torch.Tensor:
+        if cache_slots is None:
+            self._check_window(length)
+            causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()  # (L, L)
+            return causal[None, None]  # (1, 1, L, L)
+        slots = torch.arange(self.cache_len, device=device)  # (S_max,)
+        return (slots[None, :] <= cache_slots[:, None])[None, None]  # (1, 1, L, S_max)
+
+    def _check_window(self, length: int) -> None:
+        window = self.args.sliding_window
+        if window is not None and length > window:
+            raise ConfigError(
+                f"sequence of {length} tokens exceeds the model's sliding_window {window}; use shorter inputs"
+            )

@@ -1,0 +1,177 @@
+"""Stage builders of the pocket world (see `world.py`). Each returns a dict of figures for world.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from specdiff2.errors import DataError
+from specdiff2.pocket.world import ModelSpec, PocketSpec, PocketWorld
+
+DREAM_ARCHITECTURE = {"model_type": "Dream", "architectures": ["DreamModel"]}
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def build_corpus(spec: PocketSpec, world: PocketWorld) -> dict:
+    from datasets import Dataset, DatasetDict
+
+    _quiet_datasets()
+    from specdiff2.data.corpus import build_corpus as read_corpus
+
+    c = spec.corpus
+    corpus = read_corpus(c.roots, c.max_bytes, c.max_file_bytes, validation_fraction=c.validation_fraction)
+    dd = DatasetDict({
+        split: Dataset.from_dict({"sha": [f.sha for f in files], "text": [f.text for f in files]})
+        for split, files in (("train", corpus.train), ("validation", corpus.validation))
+    })
+    dd.save_to_disk(str(world.corpus))
+    return corpus.stats()
+
+
+def _load_corpus(world: PocketWorld):
+    from datasets import load_from_disk
+
+    return load_from_disk(str(world.corpus))
+
+
+def build_tokenizer(spec: PocketSpec, world: PocketWorld) -> dict:
+    from specdiff2.pocket.tokenizer import train_tokenizer
+
+    train = _load_corpus(world)["train"]
+
+    def texts():
+        used = 0
+        for text in train["text"]:
+            if used >= spec.corpus.tokenizer_train_bytes:
+                return
+            used += len(text)
+            yield text
+
+    tok = train_tokenizer(texts(), spec.vocab_size, world.tokenizer)
+    return {"vocab_size": len(tok), "eos_id": tok.eos_token_id, "mask_id": tok.mask_token_id,
+            "pad_id": tok.pad_token_id}
+
+
+def build_tokens(spec: PocketSpec, world: PocketWorld) -> dict:
+    from datasets import DatasetDict
+
+    from specdiff2.pocket.tokenizer import load_tokenizer
+
+    _quiet_datasets()
+    tok = load_tokenizer(world.tokenizer, require_mask=True)
+    eos = tok.eos_token_id
+
+    def encode(batch):
+        # Each file ends with EOS so the flat stream marks document boundaries.
+        ids = tok(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"input_ids": [x + [eos] for x in ids]}
+
+    corpus = _load_corpus(world)
+    tokens = DatasetDict({
+        split: ds.map(encode, batched=True, batch_size=256, remove_columns=["text"])
+        for split, ds in corpus.items()
+    })
+    tokens.save_to_disk(str(world.tokens))
+    counts = {f"{split}_tokens": int(sum(len(x) for x in ds["input_ids"])) for split, ds in tokens.items()}
+    bytes_ = sum(len(t) for t in corpus["train"]["text"])
+    return {**counts, "train_bytes_per_token": round(bytes_ / max(1, counts["train_tokens"]), 3)}
+
+
+def token_blocks(world: PocketWorld, split: str, seq_len: int) -> torch.Tensor:
+    """The split's token stream cut into (N, seq_len) blocks."""
+    from datasets import load_from_disk
+
+    col = load_from_disk(str(world.tokens))[split].data.column("input_ids")
+    flat = col.combine_chunks().flatten().to_numpy().astype(np.int64)
+    n = len(flat) // seq_len
+    if n == 0:
+        raise DataError(f"{split} split has {len(flat)} tokens, fewer than one block of {seq_len}; "
+                        "raise pocket.corpus.max_bytes or lower pocket.seq_len")
+    return torch.from_numpy(flat[: n * seq_len]).view(n, seq_len)  # (N, seq_len)
+
+
+def qwen2_config(spec: PocketSpec, m: ModelSpec, tok):
+    from transformers import Qwen2Config
+
+    # Embedding rows rounded up past the tokenizer, as Qwen2.5 does: ids beyond the tokenizer exist
+    # in the head, so the engine's vocabulary checks are exercised by the pocket models too.
+    vocab = 64 * math.ceil(len(tok) / 64)
+    return Qwen2Config(
+        vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+        num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings, rope_theta=spec.rope_theta,
+        tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
+
+
+def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: Path, seed: int) -> dict:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+    from transformers import Qwen2ForCausalLM
+
+    from specdiff2.pocket.pretrain import PretrainModule
+    from specdiff2.pocket.tokenizer import load_tokenizer
+
+    L.seed_everything(seed, verbose=False)
+    tok = load_tokenizer(world.tokenizer, require_mask=True)
+    config = qwen2_config(spec, m, tok)
+    config._attn_implementation = "sdpa"
+    model = Qwen2ForCausalLM(config)
+    train = DataLoader(TensorDataset(token_blocks(world, "train", spec.seq_len)), batch_size=m.batch_size,
+                       shuffle=True, drop_last=True, num_workers=spec.num_workers)
+    val = DataLoader(TensorDataset(token_blocks(world, "validation", spec.seq_len)), batch_size=m.batch_size)
+    module = PretrainModule(model, objective, lr=m.lr, max_steps=m.steps, warmup_steps=m.warmup_steps, seed=seed)
+    trainer = L.Trainer(
+        max_steps=m.steps, accelerator=spec.accelerator, devices=1, precision=spec.precision, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        val_check_interval=min(spec.val_every, m.steps), check_val_every_n_epoch=None,
+        limit_val_batches=spec.val_batches, gradient_clip_val=1.0, enable_progress_bar=False,
+    )
+    trainer.validate(module, val, verbose=False)  # the untrained loss: the first point of the curve
+    trainer.fit(module, train, val)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    n_params = sum(p.numel() for p in model.parameters())
+    metrics = {"params": n_params, "steps": m.steps, "tokens_seen": m.steps * m.batch_size * spec.seq_len,
+               "val_history": module.val_history, "final_val": module.val_history[-1]}
+    (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return {"params": n_params, "final_val": module.val_history[-1], "initial_val": module.val_history[0]}
+
+
+def build_verifier(spec: PocketSpec, world: PocketWorld) -> dict:
+    from specdiff2.pocket.pretrain import ar_objective
+
+    return _train(spec, world, spec.verifier, ar_objective, world.verifier, spec.seed + 10)
+
+
+def build_ar_drafter(spec: PocketSpec, world: PocketWorld) -> dict:
+    from specdiff2.pocket.pretrain import ar_objective
+
+    return _train(spec, world, spec.ar_drafter, ar_objective, world.ar_drafter, spec.seed + 20)
+
+
+def build_drafter(spec: PocketSpec, world: PocketWorld) -> dict:
+    from specdiff2.pocket.pretrain import DiffusionObjective
+    from specdiff2.pocket.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(world.tokenizer, require_mask=True)
+    d = spec.drafter
+    objective = DiffusionObjective(tok.mask_token_id, window=d.window, window_fraction=d.window_fraction)
+    info = _train(spec, world, d, objective, world.drafter, spec.seed + 30)
+    # Rewrite the config in the Dream/DiffuCoder layout: same Qwen2 weights and field names,
+    # bidirectional attention and a shifted head implied by the model type, mask id in the config.
+    cfg_path = world.drafter / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(DREAM_ARCHITECTURE, mask_token_id=tok.mask_token_id)
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return info
