@@ -111,7 +111,7 @@ class PretrainModule(L.LightningModule):
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
         opt = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr, betas=(0.9, 0.95), fused=torch.cuda.is_available(),
+            lr=self.lr, betas=(0.9, 0.95),
         )
 
         def schedule(step: int) -> float:  # linear warmup, cosine to 10%

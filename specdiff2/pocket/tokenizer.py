@@ -45,7 +45,14 @@ def load_tokenizer(path: str | Path, require_mask: bool = False):
     path = Path(path)
     if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
         raise TokenizerError(f"no tokenizer files in {path}; pass a directory written by save_pretrained")
-    tok = AutoTokenizer.from_pretrained(str(path))
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a Dream-layout config.json is unknown to transformers: harmless here
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if tok.eos_token_id is None:
         raise TokenizerError(f"tokenizer at {path} has no eos token; set eos_token in its tokenizer_config.json")
     if require_mask and tok.mask_token_id is None:

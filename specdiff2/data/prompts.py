@@ -1,0 +1,87 @@
+"""Evaluation and trajectory prompts: HumanEval, GSM8K, Spec-Bench (read from ../shared/data) or any JSONL."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from specdiff2.errors import DataError
+
+FILES = {
+    "humaneval": "humaneval/HumanEval.jsonl.gz",
+    "gsm8k": "gsm8k/test.jsonl",
+    "spec_bench": "spec_bench/question.jsonl",
+}
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+@dataclass
+class PromptSource:
+    """Which prompts to read. `name` is humaneval, gsm8k, spec_bench or jsonl (then `path` is required)."""
+
+    name: str = "humaneval"
+    data_dir: str = "../shared/data"
+    path: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    category: str | None = None  # Spec-Bench subtask (mt_bench, translation, summarization, qa, math_reasoning, rag)
+    gsm8k_template: str = "Question: {question}\nAnswer:"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"prompt file {path} not found; pass data.path=FILE.jsonl or fix data.data_dir")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
+    return rows
+
+
+def _text_of(row: dict, path: Path, n: int) -> str:
+    for key in ("prompt", "text", "question"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    if isinstance(row.get("turns"), list) and row["turns"]:
+        return str(row["turns"][0])
+    raise DataError(f"{path} row {n} has none of the fields prompt/text/question/turns; add one of them")
+
+
+def load_prompts(source: PromptSource) -> list[Prompt]:
+    if source.name == "jsonl":
+        if not source.path:
+            raise DataError("data.name=jsonl needs data.path=FILE.jsonl")
+        path = Path(source.path)
+    elif source.name in FILES:
+        path = Path(source.data_dir) / FILES[source.name]
+    else:
+        raise DataError(f"unknown prompt set {source.name!r}; use one of {sorted(FILES) + ['jsonl']}")
+    rows = _read_jsonl(path)
+    if source.name == "spec_bench" and source.category:
+        rows = [r for r in rows if r.get("category") == source.category]
+    prompts = []
+    for n, row in enumerate(rows):
+        if source.name == "gsm8k":
+            text = source.gsm8k_template.format(question=row["question"])
+        else:
+            text = _text_of(row, path, n)
+        pid = str(row.get("task_id", row.get("question_id", row.get("id", n))))
+        prompts.append(Prompt(pid, text))
+    end = None if source.limit is None else source.offset + source.limit
+    prompts = prompts[source.offset:end]
+    if not prompts:
+        raise DataError(f"no prompts selected from {path} (offset {source.offset}, limit {source.limit}, "
+                        f"category {source.category}); widen the selection")
+    return prompts

@@ -1,0 +1,248 @@
+"""Verifier trajectories: sampled continuations of prompts, stored as token ids in resumable Arrow shards.
+
+Layout of a store directory:
+    manifest.json       {"fingerprint", "spec", "num_shards", "shards": [{"name", "rows"}...], "complete"}
+    shard-00000/ ...    `datasets` Arrow shards (save_to_disk), columns:
+        prompt_id str, sample int, prompt_ids list<int>, continuation_ids list<int>, finished bool,
+        [topk_ids list<list<int>>, topk_logprobs list<list<float>>]  (C, k) per continuation position
+Prompts are fixed by the seed and cut into shards of `prompts_per_shard`; shard k is sampled with its own
+generator seeded from (seed, k), so any shard can be (re)made alone and a resumed run equals an uninterrupted
+one. A shard is written to a temp dir, renamed, then the manifest is replaced atomically: a killed run leaves
+at most debris that the next run deletes, never a half-listed shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from specdiff2.data.prompts import PromptSource, load_prompts
+from specdiff2.data.trajectory_backends import make_backend
+from specdiff2.decode.ar_batch import SamplingConfig
+from specdiff2.errors import ConfigError, DataError, require
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class GenerationSpec:
+    """How to sample verifier trajectories (conf/data/*.yaml `generation`)."""
+
+    source: str = "corpus"  # corpus (pocket token dataset) | prompts (humaneval, gsm8k, spec_bench, jsonl)
+    split: str = "train"  # corpus split the prompts come from
+    prompt_tokens: int = 32  # corpus: each prompt is the first N tokens of a randomly chosen file
+    num_prompts: int = 64  # corpus: how many files; prompts: cap on the prompt set (None = all)
+    prompts: PromptSource | None = None  # source=prompts: which prompt set
+    chat_template: bool = False  # wrap text prompts as one user turn with the tokenizer's chat template
+    max_prompt_tokens: int = 1024  # text prompts longer than this keep their last tokens
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 0.5
+    top_p: float = 0.95
+    top_k: int = 0
+    topk_logprobs: int = 0  # store the verifier's top-k log-probs per continuation position
+    logprob_temperature: float = 1.0
+    prompts_per_shard: int = 16
+    batch_size: int = 64  # rows per forward of the engine backend
+    seed: int = 0
+    backend: str = "engine"  # engine | vllm
+    tensor_parallel_size: int = 1  # vllm only
+    dtype: str = "float32"
+    device: str = "auto"  # engine backend: auto = cuda when available
+
+    def __post_init__(self):
+        if isinstance(self.prompts, dict):
+            self.prompts = PromptSource(**self.prompts)
+        require(self.source in ("corpus", "prompts"), f"generation.source={self.source!r}; use corpus or prompts")
+        require(self.source != "prompts" or self.prompts is not None,
+                "generation.source=prompts needs generation.prompts (name: humaneval|gsm8k|spec_bench|jsonl)")
+        require(self.backend in ("engine", "vllm"), f"generation.backend={self.backend!r}; use engine or vllm")
+        for name in ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens"):
+            require(getattr(self, name) > 0, f"generation.{name} must be > 0, got {getattr(self, name)}")
+
+    def sampling(self, vocab_limit: int | None) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.topk_logprobs,
+                              self.logprob_temperature, vocab_limit)
+
+
+@dataclass
+class PromptSet:
+    ids: list[str] = field(default_factory=list)
+    tokens: list[list[int]] = field(default_factory=list)
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Independent 63-bit seed for shard `shard` (SeedSequence mixing, not seed + shard)."""
+    return int(np.random.SeedSequence([seed, shard]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def corpus_prompts(spec: GenerationSpec, tokens_dir: str | Path) -> PromptSet:
+    """The first `prompt_tokens` tokens of `num_prompts` random files (long enough) of the corpus split."""
+    from datasets import load_from_disk
+
+    require(Path(tokens_dir).is_dir(), f"token dataset {tokens_dir} not found; build the pocket world first "
+            "or set data.generation.source=prompts", DataError)
+    split = load_from_disk(str(tokens_dir))[spec.split]
+    lengths = np.array([len(x) for x in split["input_ids"]])
+    eligible = np.flatnonzero(lengths > spec.prompt_tokens)
+    require(len(eligible) >= spec.num_prompts,
+            f"only {len(eligible)} {spec.split} files have more than {spec.prompt_tokens} tokens, "
+            f"{spec.num_prompts} prompts asked; lower data.generation.num_prompts or prompt_tokens", DataError)
+    chosen = np.random.default_rng(spec.seed).choice(eligible, spec.num_prompts, replace=False)
+    rows = split.select(chosen.tolist())
+    return PromptSet([f"{spec.split}/{sha[:16]}" for sha in rows["sha"]],
+                     [ids[: spec.prompt_tokens] for ids in rows["input_ids"]])
+
+
+def text_prompts(spec: GenerationSpec, tokenizer) -> PromptSet:
+    prompts = load_prompts(spec.prompts)[: spec.num_prompts]
+    out = PromptSet()
+    for prompt in prompts:
+        if spec.chat_template:
+            require(getattr(tokenizer, "chat_template", None) is not None,
+                    "generation.chat_template=true but the verifier tokenizer has no chat template; set it false")
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
+                                                add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        require(len(ids) > 0, f"prompt {prompt.id} tokenizes to nothing; remove it from the prompt set", DataError)
+        out.ids.append(prompt.id)
+        out.tokens.append(list(ids)[-spec.max_prompt_tokens:])
+    return out
+
+
+def fingerprint(spec: GenerationSpec, verifier_dir: Path, prompts: PromptSet) -> str:
+    """Hash of everything that determines the store's content: settings, verifier weights, prompt tokens."""
+    weights = sorted(verifier_dir.glob("*.safetensors"))
+    ident = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    payload = json.dumps([dataclasses.asdict(spec), str(verifier_dir.resolve()), ident,
+                          (verifier_dir / "config.json").read_text(), prompts.ids, prompts.tokens],
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)  # atomic: readers see the old or the new manifest, never half of one
+
+
+def _open_manifest(out: Path, fp: str, spec: GenerationSpec, num_shards: int) -> dict:
+    path = out / MANIFEST
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        require(manifest.get("fingerprint") == fp,
+                f"trajectory store {out} was made with other settings or another verifier; "
+                "delete it or pass data.store_dir=NEW_DIR", DataError)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {"fingerprint": fp, "spec": dataclasses.asdict(spec), "num_shards": num_shards,
+                    "shards": [], "complete": False}
+        _write_json(path, manifest)
+    listed = {s["name"] for s in manifest["shards"]}
+    for entry in out.iterdir():  # debris of a killed run: temp dirs and shards renamed but never listed
+        if entry.is_dir() and entry.name not in listed:
+            shutil.rmtree(entry)
+    return manifest
+
+
+def _rows(prompt_ids: list[str], prompts: list[list[int]], samples, n: int, topk: bool) -> dict:
+    cols = {"prompt_id": [], "sample": [], "prompt_ids": [], "continuation_ids": [], "finished": []}
+    if topk:
+        cols.update(topk_ids=[], topk_logprobs=[])
+    for i, s in enumerate(samples):
+        p = i // n
+        cols["prompt_id"].append(prompt_ids[p])
+        cols["sample"].append(i % n)
+        cols["prompt_ids"].append(prompts[p])
+        cols["continuation_ids"].append(s.continuation_ids)
+        cols["finished"].append(s.finished)
+        if topk:
+            cols["topk_ids"].append(s.topk_ids)
+            cols["topk_logprobs"].append(s.topk_logprobs)
+    return cols
+
+
+def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_dir: str | Path,
+                          tokens_dir: str | Path | None = None, keyed: bool = False,
+                          log: Callable[[str], None] = print,
+                          on_shard_done: Callable[[int], None] | None = None) -> Path:
+    """Sample (or finish sampling) the trajectory store at `out_dir`; returns the store directory.
+
+    keyed=True puts the store in out_dir/<fingerprint prefix>, so other settings or another verifier get their
+    own store. The verifier is loaded only when a shard is missing. `on_shard_done(k)` runs after shard k is
+    committed.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    verifier_dir, out = Path(verifier_dir), Path(out_dir)
+    tokenizer = _tokenizer(verifier_dir)
+    if spec.source == "corpus":
+        require(tokens_dir is not None, "generation.source=corpus needs the pocket token dataset; use a pocket "
+                "verifier or set data.generation.source=prompts", ConfigError)
+        prompts = corpus_prompts(spec, tokens_dir)
+    else:
+        prompts = text_prompts(spec, tokenizer)
+    num_shards = -(-len(prompts.ids) // spec.prompts_per_shard)
+    fp = fingerprint(spec, verifier_dir, prompts)
+    out = out / fp[:16] if keyed else out
+    manifest = _open_manifest(out, fp, spec, num_shards)
+    backend = None
+    for k in range(len(manifest["shards"]), num_shards):
+        if backend is None:
+            backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id)
+        lo, hi = k * spec.prompts_per_shard, (k + 1) * spec.prompts_per_shard
+        samples = backend.generate(prompts.tokens[lo:hi], spec.samples_per_prompt, shard_seed(spec.seed, k))
+        name = f"shard-{k:05d}"
+        tmp = out / f"{name}.tmp"
+        cols = _rows(prompts.ids[lo:hi], prompts.tokens[lo:hi], samples, spec.samples_per_prompt,
+                     spec.topk_logprobs > 0)
+        datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
+        os.rename(tmp, out / name)
+        manifest["shards"].append({"name": name, "rows": len(samples)})
+        _write_json(out / MANIFEST, manifest)
+        log(f"[trajectories] shard {k + 1}/{num_shards}: {len(samples)} trajectories")
+        if on_shard_done is not None:
+            on_shard_done(k)
+    if not manifest["complete"]:
+        manifest["complete"] = True
+        _write_json(out / MANIFEST, manifest)
+    return out
+
+
+def _tokenizer(verifier_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(verifier_dir))
+    except (OSError, ValueError) as err:
+        raise DataError(f"no tokenizer in {verifier_dir} ({type(err).__name__}); save the tokenizer next to "
+                        "the verifier weights") from None
+    require(tok.eos_token_id is not None, f"the tokenizer in {verifier_dir} has no EOS token; set eos_token",
+            DataError)
+    return tok
+
+
+def load_trajectories(store_dir: str | Path):
+    """All shards of a complete store as one `datasets.Dataset` (manifest order)."""
+    import datasets
+
+    out = Path(store_dir)
+    path = out / MANIFEST
+    require(path.is_file(), f"no trajectory store at {out} (missing {MANIFEST}); generate trajectories first",
+            DataError)
+    manifest = json.loads(path.read_text())
+    require(manifest.get("complete", False), f"trajectory store {out} is incomplete; rerun generation to finish it",
+            DataError)
+    return datasets.concatenate_datasets([datasets.load_from_disk(str(out / s["name"]))
+                                          for s in manifest["shards"]])

@@ -1,0 +1,82 @@
+"""`specdiff`: a masked-diffusion drafter fills γ masks over T denoising steps (T=1: one pass)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from specdiff2.decode.draft import Draft
+from specdiff2.decode.strategies.base import (
+    EngineContext,
+    check_gamma,
+    load_drafter,
+    mask_token_id,
+    pick_tokens,
+)
+from specdiff2.errors import ConfigError
+from specdiff2.models.drafters import DiffusionDrafter
+from specdiff2.models.refs import CheckpointRef
+
+
+class SpecDiffStrategy:
+    """Each step unmasks ceil(remaining / steps left) positions.
+
+    Temperature 0 unmasks the most confident positions first (SpecDiff). Temperature > 0 unmasks
+    left to right: rejection sampling needs each q_j to condition on tokens left of j only; a token
+    drawn after (and conditioned on) a later position would make the chain lossy.
+    """
+
+    name = "specdiff"
+
+    def __init__(self, drafter: CheckpointRef, gamma: int = 16, steps: int = 1, cache: str = "exact"):
+        check_gamma(gamma)
+        if steps < 1 or steps > gamma:
+            raise ConfigError(f"denoising steps={steps} must be in [1, gamma={gamma}]; set decode.strategy.steps")
+        self.ref, self.gamma, self.steps, self.cache = drafter, gamma, steps, cache
+
+    def prepare(self, ctx: EngineContext) -> None:
+        model, config, proposable, tokenizer = load_drafter(self.ref, ctx, diffusion=True)
+        shift = self.ref.logit_shift if self.ref.logit_shift is not None else True
+        self.drafter = DiffusionDrafter(model, mask_token_id(self.ref, config, tokenizer), shift, proposable,
+                                        ctx.max_seq_len, self.cache)
+        self.device = ctx.device
+
+    def reset(self) -> None:
+        self.drafter.reset()
+
+    def draft(self, seq, length, budget, sampling, generator) -> Draft:
+        gamma = min(self.gamma, budget)
+        if gamma <= 0:
+            return Draft.empty(self.device)
+        canvas = torch.full((gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
+        masked = torch.ones(gamma, dtype=torch.bool, device=self.device)  # (γ,)
+        q_out = None
+        steps, remaining = min(self.steps, gamma), gamma
+        for step in range(steps):
+            logits = self.drafter.window_logits(seq, length, canvas)  # (γ, V)
+            tokens, q_probs = pick_tokens(logits, sampling, generator)  # (γ,), (γ, V) | None
+            k = math.ceil(remaining / (steps - step))
+            remaining -= k
+            chosen = self._choose(logits, masked, k, greedy=q_probs is None)  # (γ,) bool
+            canvas = torch.where(chosen, tokens, canvas)
+            if q_probs is not None:
+                q_out = torch.where(chosen[:, None], q_probs, q_out if q_out is not None else q_probs)
+            masked &= ~chosen
+        return Draft.chain(canvas, q_out, {"steps": steps})
+
+    def observe(self, n_accepted: int) -> None:
+        pass
+
+    @staticmethod
+    def _choose(logits: torch.Tensor, masked: torch.Tensor, k: int, greedy: bool) -> torch.Tensor:
+        gamma = masked.shape[0]
+        if greedy:
+            score = logits.float().log_softmax(-1).amax(-1)  # (γ,) confidence of the argmax
+        else:
+            score = -torch.arange(gamma, device=masked.device, dtype=torch.float)  # leftmost first
+        score = score.masked_fill(~masked, float("-inf"))
+        top = score.topk(min(k, gamma)).indices  # (k,)
+        chosen = torch.zeros_like(masked)
+        chosen[top] = True
+        return chosen & masked

@@ -1,0 +1,202 @@
+"""Streak distillation of a masked-diffusion drafter to a verifier, as a LightningModule.
+
+The drafter is an HF Qwen2ForCausalLM (Dream layout, `load_hf_drafter`), trained in full or through LoRA.
+Batches come from `TrajectoryDataModule` (packed windows); the loss is a `LossMix` (streak, streak_soft, ce,
+kl, tvd, mdlm). The verifier is loaded only for online soft targets (`verifier_path` with `online_topk` > 0)
+and never trained or checkpointed.
+
+Validation (held-out prompts, exact packing) logs, whatever the training loss:
+    val/expected_streak  mean over windows of Σ_m Π_{j≤m} q_j(x_j), drafter temperature `val_temperature`:
+                         the streak objective itself, ModelCheckpoint's monitor;
+    val/alpha_j          greedy proxy of per-position acceptance: among windows with ≥ j targets, the fraction
+                         whose drafter argmax matches the verifier tokens at positions 1..j (all of them, i.e. a
+                         greedy verification of the one-pass draft accepts ≥ j tokens). Cumulative, so it is
+                         non-increasing in j, like vLLM's per-position acceptance rate;
+    val/greedy_streak    mean number of leading argmax matches (Σ_j α_j when every window has γ targets);
+    val/ce, val/loss     per-position CE on verifier tokens, and the training loss mix.
+Every training step reseeds torch from (seed, batches seen) so dropout and MDLM masks replay identically when
+a run resumes from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from specdiff2.data.windows import window_logits
+from specdiff2.errors import ConfigError, require
+from specdiff2.losses import LossMix, ce_loss, prefix_mask, sample_mask, streak_loss
+from specdiff2.models.diffusion import align_logits
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_NEEDS_VERIFIER_DIST = ("streak_soft", "kl", "tvd")
+
+
+class DistillModule(L.LightningModule):
+    def __init__(self, drafter_path: str, loss: LossMix, optimizer: Callable, scheduler: Callable | None = None,
+                 lora: Any | None = None, dtype: str = "float32", shifted: bool = True, mask_token_id: int = 0,
+                 seed: int = 0, val_temperature: float = 1.0, verifier_path: str | None = None,
+                 online_topk: int = 0, gradient_checkpointing: bool = False):
+        super().__init__()
+        require(dtype in _DTYPES, f"drafter dtype {dtype!r}; use one of {sorted(_DTYPES)}", ConfigError)
+        require(online_topk == 0 or verifier_path is not None, "online_topk > 0 needs verifier_path", ConfigError)
+        self.drafter_path, self.loss, self.optimizer_factory, self.scheduler_factory = drafter_path, loss, \
+            optimizer, scheduler
+        self.lora, self.dtype_name, self.shifted, self.mask_token_id = lora, dtype, shifted, mask_token_id
+        self.seed, self.val_temperature, self.gradient_checkpointing = seed, val_temperature, gradient_checkpointing
+        self.verifier_path, self.online_topk = verifier_path, online_topk
+        self.drafter = None
+        self.strict_loading = lora is None  # LoRA checkpoints hold only the adapter (see on_save_checkpoint)
+        self.batches_seen = 0
+        self.val_history: list[dict] = []
+        self._val_sums: dict[str, torch.Tensor] = {}
+
+    # ---- model -------------------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.drafter is not None:
+            return
+        from specdiff2.models.hf import load_hf_drafter
+
+        model = load_hf_drafter(self.drafter_path, _DTYPES[self.dtype_name])
+        model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes as found
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        if self.lora is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, self.lora)
+        self.drafter = model
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    def _verifier(self):
+        """The frozen verifier (our inference Transformer), loaded on first use, never a registered submodule."""
+        if self.__dict__.get("_verifier_model") is None:
+            from specdiff2.models.checkpoint import load_transformer
+
+            model, _ = load_transformer(self.verifier_path, _DTYPES[self.dtype_name], self.device)
+            self.__dict__["_verifier_model"] = model.eval().requires_grad_(False)
+        return self.__dict__["_verifier_model"]
+
+    # ---- loss --------------------------------------------------------------------------------------------
+    def _loss_inputs(self, batch: dict) -> dict:
+        logits = window_logits(self.drafter, batch).float()  # (W, γ, V)
+        inputs = {"drafter_logits": logits, "targets": batch["targets"], "mask": batch["mask"]}
+        if self.online_topk:
+            inputs["verifier_topk_ids"], inputs["verifier_topk_logprobs"] = self._online_topk(batch, logits.shape[-1])
+        elif "verifier_topk_ids" in batch:
+            inputs["verifier_topk_ids"] = batch["verifier_topk_ids"]
+            inputs["verifier_topk_logprobs"] = batch["verifier_topk_logprobs"]
+        if "mdlm" in self.loss.weights:
+            inputs.update(self._mdlm_inputs(batch))
+        return inputs
+
+    @torch.no_grad()
+    def _online_topk(self, batch: dict, drafter_vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Verifier top-k (W, γ, k) at each window target, from one causal pass over the batch's trajectories."""
+        clean = batch["clean_ids"]  # (N, T)
+        positions = torch.arange(clean.shape[1], device=clean.device)[None].expand_as(clean)  # (N, T)
+        logprobs = torch.log_softmax(self._verifier()(clean, positions).float(), dim=-1)  # (N, T, V_p)
+        gamma = batch["targets"].shape[1]
+        # Logits at t − 1 predict token t: the window's target j sits at offset + j.
+        at = (batch["window_offset"][:, None] + torch.arange(gamma, device=clean.device) - 1)  # (W, γ)
+        at = at.clamp_max(clean.shape[1] - 1)
+        lp, ids = logprobs[batch["window_traj"][:, None], at].topk(self.online_topk, dim=-1)  # (W, γ, k)
+        outside = ids >= drafter_vocab  # a verifier id the drafter cannot emit carries no shared mass
+        return ids.masked_fill(outside, 0), lp.masked_fill(outside, float("-inf"))
+
+    def _mdlm_inputs(self, batch: dict) -> dict:
+        clean, lengths = batch["clean_ids"], batch["clean_len"]  # (N, T), (N,)
+        n, width = clean.shape
+        valid = torch.arange(width, device=clean.device)[None] < lengths[:, None]  # (N, T)
+        t = torch.rand(n, device=clean.device).clamp_min(1e-3)  # (N,)
+        protect = ~valid
+        protect[:, 0] |= self.shifted  # a shifted drafter has no predictor for position 0
+        masked = sample_mask(clean, t, protect=protect)  # (N, T)
+        noisy = torch.where(masked, torch.full_like(clean, self.mask_token_id), clean)
+        attn = (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=clean.device))[:, None]  # (N,1,T,T)
+        positions = torch.arange(width, device=clean.device)[None].expand(n, -1)  # (N, T)
+        logits = self.drafter(input_ids=noisy, attention_mask=attn, position_ids=positions).logits
+        return {"mdlm_logits": align_logits(logits, self.shifted).float(), "mdlm_targets": clean,
+                "mdlm_masked": masked, "mdlm_t": t, "mdlm_loss_mask": valid}
+
+    def on_fit_start(self) -> None:
+        missing = not self.online_topk and not self._has_stored_topk()
+        needs = [n for n in _NEEDS_VERIFIER_DIST if n in self.loss.weights]
+        require(not (needs and missing), f"losses {needs} need verifier distributions: set "
+                "data.generation.topk_logprobs > 0 (stored) or model.online_topk > 0 (online)", ConfigError)
+
+    def _has_stored_topk(self) -> bool:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        trajs = getattr(dm, "trajectories", None) or []
+        return bool(trajs) and trajs[0].topk_ids is not None
+
+    # ---- steps -------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        torch.manual_seed(self.seed * 1_000_003 + self.batches_seen)  # dropout / MDLM masks replay on resume
+        self.batches_seen += 1
+        out = self.loss(self._loss_inputs(batch))
+        windows = batch["targets"].shape[0]
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=windows)
+        for name, value in {**out.components, **out.metrics}.items():
+            self.log(f"train/{name}", value, batch_size=windows)
+        return out.loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {}
+
+    def _accumulate(self, **values: torch.Tensor) -> None:
+        for k, v in values.items():
+            v = v.detach().double()
+            self._val_sums[k] = self._val_sums[k] + v if k in self._val_sums else v
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        inputs = self._loss_inputs(batch)
+        logits, targets, mask = inputs["drafter_logits"], batch["targets"], batch["mask"]
+        valid = prefix_mask(mask, targets)  # (W, γ)
+        streak = streak_loss(logits, targets, valid, temperature=self.val_temperature).per_row  # (W,)
+        run = ((logits.argmax(dim=-1) == targets) & valid).long().cumprod(dim=-1)  # (W, γ) leading matches
+        ce = ce_loss(logits, targets, valid).loss * valid.sum()
+        windows = valid[:, 0].sum()
+        self._accumulate(streak=streak.sum(), windows=windows, greedy=run.sum(), alpha_num=run.sum(dim=0),
+                         alpha_den=valid.sum(dim=0), ce=ce, tokens=valid.sum(),
+                         loss=self.loss(inputs).loss * windows)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_sums:
+            return
+        sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._val_sums.items()}
+        windows, tokens = sums["windows"].clamp_min(1), sums["tokens"].clamp_min(1)
+        metrics = {"expected_streak": sums["streak"] / windows, "greedy_streak": sums["greedy"] / windows,
+                   "ce": sums["ce"] / tokens, "loss": sums["loss"] / windows}
+        alpha = sums["alpha_num"] / sums["alpha_den"].clamp_min(1)  # (γ,)
+        metrics.update({f"alpha_{j + 1}": a for j, a in enumerate(alpha)})
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value.float(), prog_bar=name == "expected_streak")
+        self.val_history.append({"step": int(self.global_step), **{k: float(v) for k, v in metrics.items()}})
+
+    # ---- optimisation and checkpoints ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for _, p in self.trainable_parameters()]
+        require(bool(params), "the drafter has no trainable parameters; check peft.lora.target_modules", ConfigError)
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["batches_seen"] = self.batches_seen
+        checkpoint["val_history"] = self.val_history
+        if self.lora is not None and "state_dict" in checkpoint:  # frozen base weights are in drafter_path
+            trainable = {n for n, _ in self.trainable_parameters()}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.batches_seen = int(checkpoint.get("batches_seen", 0))
+        self.val_history = list(checkpoint.get("val_history", []))
+
