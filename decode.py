@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> None:
         refs = [instantiate(cfg.verifier), instantiate(cfg.drafter), instantiate(cfg.ar_drafter)]
         if any(r.pocket for r in refs):
             ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
-        prompts = load_prompts(instantiate(cfg.data))
+        prompts = load_prompts(instantiate(cfg.data.prompts))
         sampling = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p)
         engine = build_engine(refs[0], instantiate(cfg.decode.strategy), sampling, pick_device(cfg.device),
                               cfg.max_seq_len, cfg.acceptance, cfg.seed)

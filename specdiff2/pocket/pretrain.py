@@ -32,7 +32,6 @@ class DiffusionObjective:
 
     A `window_fraction` of the rows sees exactly what decoding shows the drafter: a clean prefix,
     then `window` masks, and nothing after them (the later tokens are hidden from attention).
-    Those rows have mask ratio 1 inside the window, so their 1/t weight is 1.
     """
 
     mask_token_id: int
@@ -56,18 +55,21 @@ class DiffusionObjective:
         in_window = (pos >= start[:, None]) & (pos < start[:, None] + self.window)  # (B, L)
         visible = torch.where(is_window[:, None], pos < start[:, None] + self.window, True)  # (B, L)
         masked = torch.where(is_window[:, None], in_window, masked)
-        t = torch.where(is_window, torch.ones_like(t), t)
 
         noisy = torch.where(masked, torch.full_like(input_ids, self.mask_token_id), input_ids)
         # Bidirectional attention over visible keys; every query sees at least position 0.
         attn = visible[:, None, None, :].expand(B, 1, L, L)  # (B, 1, L, L)
         logits = align_logits(model(input_ids=noisy, attention_mask=attn).logits, self.shifted)  # (B, L, V)
-        loss = mdlm_loss(logits.float(), input_ids, masked, t).loss
-        with torch.no_grad():
-            lp = logits.float().log_softmax(-1).gather(-1, input_ids[..., None])[..., 0]  # (B, L)
-            win = in_window & is_window[:, None]
-            window_ce = -(lp * win).sum() / win.sum().clamp_min(1)
-        return loss, {"mdlm": loss.detach(), "window_ce": window_ce}
+        # Two terms of equal weight: the ELBO over randomly masked rows, and the mean CE of the window
+        # rows. Folding the window rows into the ELBO's per-token normalisation would weight them by
+        # window/L, starving exactly the condition the drafter serves.
+        random_rows = (~is_window)[:, None].expand(B, L)  # (B, L)
+        mdlm = mdlm_loss(logits.float(), input_ids, masked & random_rows, t, loss_mask=random_rows).loss
+        lp = logits.float().log_softmax(-1).gather(-1, input_ids[..., None])[..., 0]  # (B, L)
+        win = in_window & is_window[:, None]  # (B, L)
+        window_ce = -(lp * win).sum() / win.sum().clamp_min(1)
+        loss = mdlm + window_ce
+        return loss, {"mdlm": mdlm.detach(), "window_ce": window_ce.detach()}
 
 
 class PretrainModule(L.LightningModule):

@@ -1,0 +1,109 @@
+"""Compare decode methods on one verifier in one process: python -m specdiff2.bench.decode_methods.
+
+Each --method is a set of decode.py overrides ("decode=specdiff decode.strategy.gamma=8"). The
+verifier is loaded once and shared; every method sees the same prompts. Prints one table: τ,
+α_1..α_8, tok/s, speed-up over `ar`, time split, and agreement with `ar` token for token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
+
+from specdiff2.bench.common import compose
+from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.metrics import aggregate
+from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.run import pick_device
+from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.verifier import Verifier
+from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.pocket.world import ensure_pocket_world
+
+DEFAULT_METHODS = [
+    "decode=ar",
+    "decode=sd_ar decode.strategy.gamma=4",
+    "decode=sd_ar decode.strategy.gamma=8",
+    *[f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps={t}" for g in (8, 16, 32) for t in (1, 2, 4)],
+]
+
+
+def label(method: str) -> str:
+    parts = dict(kv.split("=", 1) for kv in method.split())
+    extra = [f"{k.split('.')[-1]}={v}" for k, v in parts.items() if k != "decode"]
+    return " ".join([parts.get("decode", "?"), *extra])
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def run(args) -> list[dict]:
+    base = compose("decode", args.overrides)
+    ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
+    device = pick_device(base.device)
+    ref = instantiate(base.verifier)
+    model, _ = load_transformer(ref.resolve(), dtype=getattr(torch, ref.dtype), device=device)
+    tok = load_tokenizer(ref.resolve())
+    verifier = Verifier(model, base.max_seq_len)
+    prompts = load_prompts(instantiate(base.data.prompts))
+    encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    sampling = SamplingParams(base.temperature, base.top_k, base.top_p)
+    results, reference = [], None
+    for method in args.method or DEFAULT_METHODS:
+        cfg = compose("decode", [*args.overrides, *method.split()])
+        engine = DecodeEngine(verifier, tok, instantiate(cfg.decode.strategy), sampling, cfg.acceptance, cfg.seed)
+        engine.generate(encoded[0], 16)  # warm-up, untimed
+        gens = [engine.generate(ids, base.max_new_tokens, seed=base.seed + i) for i, ids in enumerate(encoded)]
+        row = {"method": label(method), **aggregate([g.metrics for g in gens])}
+        outputs = [g.token_ids for g in gens]
+        if reference is None:
+            reference = outputs
+        div = [first_divergence(a, b) for a, b in zip(reference, outputs)]
+        row["agree"] = sum(d is None for d in div) / len(div)
+        row["first_divergences"] = [d for d in div if d is not None][:5]
+        results.append(row)
+        print(json.dumps({k: row[k] for k in ("method", "mean_accept_len", "tokens_per_s", "agree")}), flush=True)
+    return results
+
+
+def print_table(results: list[dict], title: str) -> None:
+    table = Table(title=title)
+    cols = ["method", "τ", *[f"α{j}" for j in range(1, 9)], "tok/s", "speedup", "draft s", "verify s", "other s",
+            "agree"]
+    for c in cols:
+        table.add_column(c, justify="right")
+    base_tps = results[0]["tokens_per_s"]
+    for r in results:
+        alphas = [f"{r[f'alpha_{j}']:.2f}" if f"alpha_{j}" in r else "" for j in range(1, 9)]
+        table.add_row(r["method"], f"{r['mean_accept_len']:.2f}", *alphas, f"{r['tokens_per_s']:.1f}",
+                      f"{r['tokens_per_s'] / base_tps:.2f}x", f"{r['drafter_s']:.2f}", f"{r['verifier_s']:.2f}",
+                      f"{r['other_s']:.2f}", f"{r['agree']:.2f}")
+    Console(width=200).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*", help="decode.py overrides shared by every method")
+    parser.add_argument("--method", action="append", help="decode.py overrides of one method (repeatable)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    results = run(args)
+    print_table(results, "decode methods (" + " ".join(args.overrides) + ")")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "decode_methods.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
