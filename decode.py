@@ -23,12 +23,17 @@ def main(cfg: DictConfig) -> None:
         from specdiff2.decode.run import build_engine, pick_device, print_summary, run_prompts
         from specdiff2.pocket.world import ensure_pocket_world
 
-        refs = [instantiate(cfg.verifier), instantiate(cfg.drafter), instantiate(cfg.ar_drafter)]
-        if any(r.pocket for r in refs):
+        verifier_ref = instantiate(cfg.verifier)
+        strategy = cfg.decode.strategy
+        used = [verifier_ref] + ([instantiate(strategy.drafter)] if "drafter" in strategy else [])
+        for ref in used:  # fail fast, before any pocket build, on real checkpoints that are absent
+            if not ref.pocket:
+                ref.resolve()
+        if any(r.pocket for r in used):
             ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
         prompts = load_prompts(instantiate(cfg.data.prompts))
         sampling = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p)
-        engine = build_engine(refs[0], instantiate(cfg.decode.strategy), sampling, pick_device(cfg.device),
+        engine = build_engine(verifier_ref, instantiate(strategy), sampling, pick_device(cfg.device),
                               cfg.max_seq_len, cfg.acceptance, cfg.seed)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run_prompts(engine, prompts, cfg.max_new_tokens, out_dir, cfg.decode.method, cfg.warmup)

@@ -1,0 +1,31 @@
+"""Entry points: bad input ends with exactly one line on stderr and exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    ("decode.py", ["drafter=nope"], "unknown option drafter=nope; choose one of:"),
+    ("train.py", ["verifier=gpt5"], "unknown option verifier=gpt5"),
+    ("decode.py", ["-m", "decode=ar,nope"], "unknown option decode=nope"),
+])
+def test_unknown_config_option(script, args, needle):
+    res = run(script, *args)
+    assert res.returncode == 2
+    assert needle in res.stderr and res.stderr.strip().count("\n") == 0
+
+
+def test_missing_checkpoint_is_one_line():
+    res = run("decode.py", "verifier=qwen72b", "drafter=diffucoder")
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "huggingface-cli download Qwen/Qwen2.5-72B-Instruct" in lines[0]
