@@ -59,7 +59,7 @@ def resume_path(resume: str | None) -> str | None:
     return str(path)
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path):
+def build_trainer(cfg: DictConfig, out_dir: Path, extra_callbacks: list | None = None):
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
@@ -70,7 +70,8 @@ def build_trainer(cfg: DictConfig, out_dir: Path):
                                  monitor="val/expected_streak", mode="max", save_top_k=1, save_last=True,
                                  auto_insert_metric_name=False)
     throughput = ThroughputMonitor()
-    callbacks = [checkpoint, throughput] + ([LearningRateMonitor("step")] if loggers else [])
+    callbacks = [checkpoint, throughput, *(extra_callbacks or [])]
+    callbacks += [LearningRateMonitor("step")] if loggers else []
     if cfg.progress_bar and cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(out_dir))
@@ -111,7 +112,7 @@ def export_weights(cfg: DictConfig, module, checkpoint, drafter_dir: Path, out_d
     return {"weights": chosen, **{k: str(v) for k, v in paths.items()}}
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, extra_callbacks: list | None = None) -> dict:
     """The whole pipeline; returns the summary dict (also printed as tables)."""
     import lightning as L
     from hydra.utils import instantiate
@@ -139,15 +140,18 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data.windows)(store_dir=str(store), mask_token_id=mask_id, shifted=shifted)
     module = build_module(cfg, drafter_ref, drafter_dir, verifier_dir, mask_id, shifted)
-    trainer, checkpoint, throughput = build_trainer(cfg, out_dir)
+    trainer, checkpoint, throughput = build_trainer(cfg, out_dir, extra_callbacks)
     t0 = time.perf_counter()
     if ckpt is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the unaligned drafter: step 0
     if cfg.trainer.max_steps != 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     train_s = time.perf_counter() - t0
+    params = (sum(p.numel() for p in module.drafter.parameters()),
+              sum(p.numel() for _, p in module.trainable_parameters()) if cfg.trainer.max_steps else 0)
     exported = export_weights(cfg, module, checkpoint, drafter_dir, out_dir) if trainer.is_global_zero else {}
-    summary = make_summary(cfg, store, gen_s, datamodule, module, trainer, checkpoint, throughput, train_s, exported)
+    summary = make_summary(store, gen_s, datamodule, module, trainer, checkpoint, throughput, train_s, params,
+                           exported)
     if trainer.is_global_zero:
         from specdiff2.training.summary import print_training_summary
 
@@ -155,10 +159,10 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def make_summary(cfg, store, gen_s, datamodule, module, trainer, checkpoint, throughput, train_s, exported) -> dict:
+def make_summary(store, gen_s, datamodule, module, trainer, checkpoint, throughput, train_s, params,
+                 exported) -> dict:
     trajs = datamodule.trajectories
-    n_params = sum(p.numel() for p in module.drafter.parameters())
-    trained = sum(p.numel() for _, p in module.trainable_parameters()) if cfg.trainer.max_steps else 0
+    n_params, trained = params
     rate = throughput.summary()
     last_loss = trainer.callback_metrics.get("train/loss")
     sections = {

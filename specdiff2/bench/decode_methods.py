@@ -33,6 +33,26 @@ DEFAULT_METHODS = [
     "decode=sd_ar decode.strategy.gamma=8",
     *[f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps={t}" for g in (8, 16, 32) for t in (1, 2, 4)],
 ]
+# Issue 5's grid (SpecDiff-2 self-selection): K × drafter temperature at γ=16, after the ar baseline and the
+# one-pass greedy specdiff chain it improves on. Selected with --preset self_select.
+SELF_SELECT_METHODS = [
+    "decode=ar",
+    "decode=specdiff decode.strategy.gamma=16 decode.strategy.steps=1",
+    *[f"decode=self_select decode.strategy.gamma=16 decode.strategy.k={k} decode.strategy.drafter_temperature={t}"
+      for k in (1, 2, 4, 8, 16) for t in (0.1, 0.5, 1.0, 1.5, 2.0)],
+]
+# Issue 6's DiffuSpec ablation (conf/decode/diffuspec.yaml sizes k for the pocket drafter): fixed-k argmax,
+# +CPS, +ADL, +both (n-gram proxy), +both with the AR-drafter proxy, and one-pass specdiff at three γ.
+# Selected with --preset diffuspec.
+_DIFFUSPEC = "decode=diffuspec decode.strategy.cps={} decode.strategy.adl={}"
+DIFFUSPEC_METHODS = [
+    "decode=ar",
+    *[_DIFFUSPEC.format(cps, adl) for cps, adl in (("false", "false"), ("true", "false"), ("false", "true"),
+                                                     ("true", "true"))],
+    _DIFFUSPEC.format("true", "true") + " decode/proxy@decode.strategy.proxy=ar",
+    *[f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps=1" for g in (8, 16, 32)],
+]
+PRESETS = {"default": DEFAULT_METHODS, "self_select": SELF_SELECT_METHODS, "diffuspec": DIFFUSPEC_METHODS}
 
 
 def label(method: str) -> str:
@@ -60,7 +80,7 @@ def run(args) -> list[dict]:
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     sampling = SamplingParams(base.temperature, base.top_k, base.top_p)
     results, reference = [], None
-    for method in args.method or DEFAULT_METHODS:
+    for method in args.method or PRESETS[getattr(args, "preset", "default")]:
         cfg = compose("decode", [*args.overrides, *method.split()])
         engine = DecodeEngine(verifier, tok, instantiate(cfg.decode.strategy), sampling, cfg.acceptance, cfg.seed)
         engine.generate(encoded[0], 16)  # warm-up, untimed
@@ -96,6 +116,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*", help="decode.py overrides shared by every method")
     parser.add_argument("--method", action="append", help="decode.py overrides of one method (repeatable)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                        help="methods run when no --method is given (self_select: K × drafter temperature)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     results = run(args)

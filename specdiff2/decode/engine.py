@@ -29,7 +29,9 @@ class DecodeEngine:
     def __init__(self, verifier: Verifier, tokenizer, strategy, sampling: SamplingParams,
                  acceptance: str = "auto", seed: int = 0, max_positions: int = 64):
         self.verifier, self.tokenizer, self.strategy, self.sampling = verifier, tokenizer, strategy, sampling
-        self.rule = make_rule(acceptance, sampling.temperature)
+        # A strategy that brings its own acceptance (e.g. self_select's streak proxy) exposes `rule()`.
+        custom = getattr(strategy, "rule", None)
+        self.rule = custom(acceptance, sampling) if custom else make_rule(acceptance, sampling.temperature)
         self.device = verifier.device
         self.seed, self.max_positions = seed, max_positions
         self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()

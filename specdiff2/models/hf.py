@@ -70,10 +70,12 @@ def load_hf_drafter(path: str | Path, dtype: torch.dtype = torch.float32):
         raise CheckpointError(f"{root} has no *.safetensors weights; pass a Hugging Face directory with safetensors")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "Dream config into a qwen2 model" notice is expected here
+    hf_logging.disable_progress_bar()
     try:
         model = Qwen2ForCausalLM.from_pretrained(str(root), config=config, dtype=dtype, attn_implementation="sdpa")
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     return model
 
 

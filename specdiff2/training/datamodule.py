@@ -13,6 +13,7 @@ Lightning's epoch bookkeeping or on prefetching.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 
 import lightning as L
@@ -22,6 +23,10 @@ from torch.utils.data import DataLoader
 from specdiff2.data.trajectories import load_trajectories
 from specdiff2.data.windows import PACKINGS, Trajectory, WindowCollator, window_offsets
 from specdiff2.errors import ConfigError, DataError, require
+
+
+# Lightning cannot see that the stream position lives in the datamodule's state, and warns on mid-epoch resume.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class StreamBatchSampler:

@@ -100,14 +100,17 @@ class DistillModule(L.LightningModule):
         """Verifier top-k (W, γ, k) at each window target, from one causal pass over the batch's trajectories."""
         clean = batch["clean_ids"]  # (N, T)
         positions = torch.arange(clean.shape[1], device=clean.device)[None].expand_as(clean)  # (N, T)
-        logprobs = torch.log_softmax(self._verifier()(clean, positions).float(), dim=-1)  # (N, T, V_p)
+        verifier = self._verifier()
+        hidden = verifier.hidden_states(clean, positions)  # (N, T, H)
         gamma = batch["targets"].shape[1]
         # Logits at t − 1 predict token t: the window's target j sits at offset + j.
         at = (batch["window_offset"][:, None] + torch.arange(gamma, device=clean.device) - 1)  # (W, γ)
         at = at.clamp_max(clean.shape[1] - 1)
-        lp, ids = logprobs[batch["window_traj"][:, None], at].topk(self.online_topk, dim=-1)  # (W, γ, k)
-        outside = ids >= drafter_vocab  # a verifier id the drafter cannot emit carries no shared mass
-        return ids.masked_fill(outside, 0), lp.masked_fill(outside, float("-inf"))
+        # Only the W·γ needed rows go through the head; normalised over the ids both models have (the drafter
+        # can never propose the others).
+        logits = verifier.lm_head(hidden[batch["window_traj"][:, None], at])[..., :drafter_vocab]  # (W, γ, V)
+        lp, ids = torch.log_softmax(logits.float(), dim=-1).topk(self.online_topk, dim=-1)  # (W, γ, k)
+        return ids, lp
 
     def _mdlm_inputs(self, batch: dict) -> dict:
         clean, lengths = batch["clean_ids"], batch["clean_len"]  # (N, T), (N,)

@@ -1,0 +1,34 @@
+"""The HF training view of a Dream-layout drafter equals our inference Transformer, and saves back losslessly."""
+
+import json
+
+import pytest
+import torch
+
+from specdiff2.errors import CheckpointError
+from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.hf import load_hf_drafter, read_config, save_hf_drafter
+
+
+def test_hf_drafter_matches_transformer_and_round_trips(micro_world, tmp_path):
+    hf = load_hf_drafter(micro_world.drafter)
+    ours, _ = load_transformer(micro_world.drafter)
+    ids = torch.randint(3, 500, (2, 10), generator=torch.Generator().manual_seed(0))
+    pos = torch.arange(10)[None].expand(2, -1)
+    full = torch.ones(2, 1, 10, 10, dtype=torch.bool)  # bidirectional, as the drafter runs
+    hf_logits = hf(input_ids=ids, attention_mask=full, position_ids=pos).logits
+    torch.testing.assert_close(hf_logits, ours(ids, pos, attn_mask=full), rtol=1e-5, atol=1e-5)
+    assert (hf_logits - hf(input_ids=ids).logits).abs().max() > 1e-3  # the 4D mask really is bidirectional
+    source = read_config(micro_world.drafter)
+    out = save_hf_drafter(hf, tmp_path / "saved", None, source)
+    saved = read_config(out)
+    assert {k: v for k, v in saved.items() if k != "dtype"} == {k: v for k, v in source.items() if k != "dtype"}
+    again, _ = load_transformer(out)
+    torch.testing.assert_close(again(ids, pos, attn_mask=full), ours(ids, pos, attn_mask=full))
+
+
+def test_non_qwen2_drafter_is_refused_in_one_line(micro_world, tmp_path):
+    config = read_config(micro_world.drafter)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llada"}))
+    with pytest.raises(CheckpointError, match="cannot be trained as a Qwen2 drafter"):
+        load_hf_drafter(tmp_path)

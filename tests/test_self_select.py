@@ -1,0 +1,267 @@
+"""self_select (SpecDiff-2 self-selection) is lossless: greedy == verifier greedy for every K; the sampled
+trie rule reproduces p exactly; the accepted tree path's KV is committed like a fresh prefill."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from specdiff2.decode.acceptance import multi_draft_output_probs
+from specdiff2.decode.draft import Draft
+from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.rules import RejectionRule, SamplingParams
+from specdiff2.decode.strategies.ar import Autoregressive
+from specdiff2.decode.strategies.self_select import SelfSelectStrategy, StreakProxyRule, sample_drafts
+from specdiff2.errors import ConfigError, SpecDiffError
+from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.verifier import Verifier
+from specdiff2.pocket.tokenizer import load_tokenizer
+
+PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
+           "for i in range(10):\n"]
+
+
+@pytest.fixture(scope="module")
+def world(micro_world):
+    model, _ = load_transformer(micro_world.verifier)
+    tok = load_tokenizer(micro_world.verifier)
+    prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS]
+    return micro_world, Verifier(model, 256), tok, prompts
+
+
+def strategy(world, **kwargs):
+    return SelfSelectStrategy(CheckpointRef("drafter", str(world[0].drafter), logit_shift=True), **kwargs)
+
+
+def engine(world, strat, temperature=0.0, top_k=0, acceptance="auto"):
+    return DecodeEngine(world[1], world[2], strat, SamplingParams(temperature, top_k), acceptance)
+
+
+@pytest.fixture(scope="module")
+def greedy_reference(world):
+    ar = engine(world, Autoregressive())
+    return {tuple(p): ar.generate(p, 24).token_ids for p in world[3]}
+
+
+@pytest.mark.parametrize("selection", ["tree", "streak_proxy"])
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_greedy_output_equals_verifier_greedy(world, greedy_reference, k, selection):
+    eng = engine(world, strategy(world, gamma=6, k=k, drafter_temperature=1.5, selection=selection))
+    for p, ref in greedy_reference.items():
+        gen = eng.generate(list(p), 24, seed=k)
+        assert gen.token_ids == ref
+        m = gen.metrics
+        assert m["verifier_steps"] <= len(ref) and m["mean_drafts"] <= k
+        assert 0 <= m["mean_winner"] < k and m["mean_distinct_drafts"] <= m["mean_drafts"]
+
+
+# --- exact distribution at temperature > 0 ------------------------------------------------------------------
+
+V = 4
+P1 = torch.tensor([0.5, 0.3, 0.2, 0.0], dtype=torch.float64)  # verifier at depth 1: token 3 impossible
+P2 = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.0, 0.3, 0.0],  # verifier at depth 2, one row per x1
+                   [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+Q = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.25, 0.25]], dtype=torch.float64)  # drafter q_1, q_2
+
+
+def tree_logits(draft: Draft) -> torch.Tensor:
+    """Verifier log-probs (N+1, V) of the two-level tree: row 0 → P1, a depth-1 node x1 → P2[x1]."""
+    rows = [P1] + [P2[t] if par < 0 else P1 for t, par in zip(draft.tokens.tolist(), draft.parents.tolist())]
+    return torch.stack(rows).log()
+
+
+def exact_first_two(draft: Draft) -> torch.Tensor:
+    """Exact (V, V) law of the first two committed tokens of the trie rule on fixed drafts (γ = 2).
+
+    Depth 1 tries the drafts' first tokens in draw order; an accepted x1 continues with the drafts through
+    its node, a residual x1 (never equal to a candidate) leaves the next step to sample x2 ~ p(·|x1).
+    """
+    paths, tokens = draft.paths, draft.tokens
+    first = multi_draft_output_probs(tokens[paths[:, 0]], Q[0], P1)  # (V,)
+    joint = torch.zeros(V, V, dtype=torch.float64)
+    for x1 in range(V):
+        through = paths[:, 0][tokens[paths[:, 0]] == x1]  # the node of x1, once per draft through it
+        if through.numel():
+            second = tokens[paths[paths[:, 0] == through[0], 1]]  # (C,) next tokens of those drafts
+            joint[x1] = first[x1] * multi_draft_output_probs(second, Q[1], P2[x1])
+        else:
+            joint[x1] = first[x1] * P2[x1]
+    return joint
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_trie_rule_is_exact_over_all_draft_tuples(k):
+    """Σ over every K-tuple of i.i.d. drafts of P(tuple)·law(tuple) == p(x1)·p(x2|x1), to rounding."""
+    total = torch.zeros(V, V, dtype=torch.float64)
+    for flat in itertools.product(range(V), repeat=2 * k):
+        drafts = torch.tensor(flat).view(k, 2)  # (K, γ)
+        weight = Q[0][drafts[:, 0]].prod() * Q[1][drafts[:, 1]].prod()
+        if weight > 0:
+            total += weight * exact_first_two(Draft.from_drafts(drafts, Q))
+    torch.testing.assert_close(total, P1[:, None] * P2, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("drafts", [[[0, 1], [0, 2], [1, 1]], [[2, 3], [2, 3], [0, 3]], [[3, 1], [1, 2], [3, 2]]])
+def test_rejection_rule_matches_the_exact_trie_law(drafts):
+    """The engine's RejectionRule on a fixed trie samples exactly the law `exact_first_two` computes."""
+    draft = Draft.from_drafts(torch.tensor(drafts), Q)
+    logits, rule, params = tree_logits(draft), RejectionRule(), SamplingParams(1.0)
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(V, V, dtype=torch.float64)
+    for _ in range(3000):
+        path, nxt = rule(draft, logits, params, gen)
+        out = draft.tokens[path].tolist() + [int(nxt)]
+        if len(out) == 1:  # the next engine step: x2 ~ p(·|x1)
+            out.append(int(torch.multinomial(P2[out[0]], 1, generator=gen)))
+        counts[out[0], out[1]] += 1
+    assert chi2_ok(counts.flatten(), exact_first_two(draft).flatten())
+
+
+def chi2_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
+    assert counts[probs == 0].sum() == 0, "a token with probability 0 was emitted"
+    expected = probs * counts.sum()
+    keep = expected > 5
+    stat = (((counts - expected) ** 2) / expected.clamp_min(1e-9))[keep].sum()
+    dof = int(keep.sum()) - 1
+    critical = dof + 3.29 * math.sqrt(2 * dof) + 4  # ≈ p < 0.001 upper tail
+    return float(stat) < critical
+
+
+def test_sampled_tokens_follow_the_verifier(world):
+    """Engine-level χ² at temperature 1, top-k 3: the first two tokens ~ p(x1)·p(x2|x1), K=4 hot top-3 drafts.
+
+    Three new tokens leave room for a depth-2 trie in the first step, so both trie levels are exercised.
+    """
+    w, verifier, tok, prompts = world
+    params = SamplingParams(1.0, 3)
+    strat = strategy(world, gamma=2, k=4, drafter_temperature=1.5, drafter_top_k=3)
+    eng = DecodeEngine(verifier, tok, strat, params)
+    prompt = prompts[0]
+    with torch.no_grad():
+        def p_next(ids):
+            return params.probs(verifier.model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
+        p1 = p_next(prompt)
+        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
+                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
+    cells = sorted(joint)
+    counts = torch.zeros(len(cells), dtype=torch.float64)
+    branched = 0
+    for s in range(1000):
+        gen = eng.generate(prompt, 3, seed=s)
+        counts[cells.index(tuple(gen.token_ids[:2]))] += 1
+        branched += gen.metrics["mean_tree_size"] > 2  # some step had more nodes than a γ=2 chain
+    assert branched > 500  # most runs verified real trees, not chains
+    assert chi2_ok(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+
+
+# --- trie construction, commit, streak proxy ----------------------------------------------------------------
+
+def test_drafts_are_a_trie_of_independent_samples_from_q(world):
+    w, verifier, tok, prompts = world
+    strat = strategy(world, gamma=5, k=16, drafter_temperature=2.0, drafter_top_k=3)
+    engine(world, strat, temperature=1.0)
+    seq = torch.tensor(prompts[0] + [0] * 16)
+    draft = strat.draft(seq, len(prompts[0]), 16, SamplingParams(1.0), torch.Generator().manual_seed(0))
+    masks = torch.full((5,), strat.drafter.mask_token_id)  # (γ,)
+    q = strat.q_probs(strat.drafter.window_logits(seq, len(prompts[0]), masks))  # (γ, V)
+    assert draft.paths.shape == (16, 5) and (draft.paths >= 0).all()
+    drafts = draft.tokens[draft.paths]  # (K, γ) back in draw order
+    depth = torch.arange(5).expand(16, 5)
+    torch.testing.assert_close(draft.q_probs[draft.paths], q[depth])  # each node carries its depth's q
+    assert (q[depth, drafts] > 0).all() and ((q > 0).sum(-1) == 3).all()  # top-k 3 drawn from q's support
+    keys = list(zip(draft.parents.tolist(), draft.tokens.tolist()))
+    assert len(set(keys)) == len(keys)  # siblings distinct: shared prefixes stored once
+    assert (draft.parents < torch.arange(draft.size)).all()  # topological order
+    assert draft.info == {"drafts": 16, "distinct_drafts": len({tuple(r) for r in drafts.tolist()}),
+                          "tree_size": draft.size}
+    assert strat.draft(seq, len(prompts[0]), 0, SamplingParams(1.0), None).size == 0
+
+
+def test_sample_drafts_draws_each_position_independently_from_q():
+    q = torch.tensor([[0.5, 0.3, 0.2, 0.0], [0.1, 0.0, 0.6, 0.3]], dtype=torch.float64)  # (γ, V)
+    drafts = sample_drafts(q, 20000, torch.Generator().manual_seed(0))  # (K, γ)
+    counts = torch.bincount(drafts[:, 0] * 4 + drafts[:, 1], minlength=16).double()
+    assert chi2_ok(counts, (q[0][:, None] * q[1][None]).flatten())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_commit_matches_a_fresh_prefill(world, monkeypatch, temperature):
+    """After every tree step the verifier cache predicts the next token like a fresh prefill does."""
+    w, verifier, tok, prompts = world
+    fresh, _ = load_transformer(w.verifier)
+    fresh = Verifier(fresh, 256)
+    moved = []
+    commit = verifier.commit
+    monkeypatch.setattr(verifier, "commit", lambda start, path: (
+        moved.append(not torch.equal(path, torch.arange(path.numel()))), commit(start, path))[1])
+
+    class Checked(SelfSelectStrategy):
+        def draft(self, seq, length, budget, sampling, generator):
+            self.seq, self.length = seq, length
+            return super().draft(seq, length, budget, sampling, generator)
+
+        def observe(self, n_accepted):
+            end = self.length + n_accepted + 1  # committed tokens now in seq[:end]
+            root, empty = self.seq[end - 1], Draft.empty(self.seq.device)
+            cached = verifier.verify(root, empty, end - 1)[0]  # rewrites the root slot with the same KV
+            fresh.prefill(self.seq[: end - 1])
+            torch.testing.assert_close(cached, fresh.verify(root, empty, end - 1)[0], rtol=1e-4, atol=1e-4)
+
+    strat = Checked(CheckpointRef("drafter", str(w.drafter), logit_shift=True), gamma=6, k=8,
+                    drafter_temperature=2.0)
+    eng = engine(world, strat, temperature)
+    for p in prompts:
+        eng.generate(p, 24, seed=1)
+    assert sum(moved) >= 2  # some accepted paths really were scattered in the tree and compacted
+
+
+def test_streak_proxy_picks_the_best_streak_and_accepts_greedily():
+    gen = torch.Generator().manual_seed(0)
+    rule = StreakProxyRule()
+    for _ in range(30):
+        drafts = torch.randint(0, 3, (4, 3), generator=gen)  # (K, γ) small vocab: shared prefixes
+        draft = Draft.from_drafts(drafts)
+        logits = torch.randn(draft.size + 1, 5, generator=gen, dtype=torch.float64) * 2  # (N+1, V)
+        logits[:, 0] += 1.5  # token 0 often the argmax: some paths get accepted
+        p = logits.softmax(-1)
+        scores = []
+        for row in draft.paths.tolist():
+            prod, score = 1.0, 0.0
+            for node in row:
+                prod *= float(p[int(draft.parents[node]) + 1, draft.tokens[node]])
+                score += prod
+            scores.append(score)
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        path, nxt = rule(draft, logits, SamplingParams(0.0), None)
+        nodes = draft.paths[best]
+        argmax = logits.argmax(-1)
+        n = 0
+        while n < 3 and int(draft.tokens[nodes[n]]) == int(argmax[0 if n == 0 else int(nodes[n - 1]) + 1]):
+            n += 1
+        if draft.is_chain:
+            assert int(path) == n
+        else:
+            assert path.tolist() == nodes[:n].tolist()
+        assert int(nxt) == int(argmax[0 if n == 0 else int(nodes[n - 1]) + 1])
+        assert draft.info["winner"] == best
+
+
+def test_bad_inputs_give_one_line_errors(world):
+    streak = dict(selection="streak_proxy")
+    cases = [
+        (lambda: engine(world, strategy(world, **streak), temperature=0.7), "temperature 0.7 is biased"),
+        (lambda: engine(world, strategy(world, **streak), acceptance="rejection"), "acceptance=auto"),
+        (lambda: engine(world, strategy(world), temperature=0.7, acceptance="greedy"), "acceptance=rejection"),
+        (lambda: strategy(world, selection="best"), "unknown selection"),
+        (lambda: strategy(world, k=0), "k=0"),
+        (lambda: strategy(world, gamma=0), "gamma"),
+        (lambda: strategy(world, drafter_temperature=-1.0), "drafter_temperature"),
+    ]
+    for fn, needle in cases:
+        with pytest.raises(SpecDiffError) as err:
+            fn()
+        assert needle in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="streak_proxy"):
+        StreakProxyRule()(Draft.empty(torch.device("cpu")), torch.zeros(1, 4), SamplingParams(1.0), None)

@@ -1,0 +1,136 @@
+"""Verifier trajectories: batched AR sampling, store format, determinism, resume after a crash or a kill."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from specdiff2.data.trajectories import GenerationSpec, generate_trajectories, load_trajectories
+from specdiff2.decode.ar_batch import SamplingConfig, sample_batch
+from specdiff2.errors import ConfigError, DataError
+from specdiff2.models.checkpoint import load_transformer
+
+SPEC = dict(num_prompts=6, prompt_tokens=16, prompts_per_shard=2, samples_per_prompt=2, max_new_tokens=12,
+            topk_logprobs=3, batch_size=5, temperature=0.8, top_p=0.95, device="cpu")
+
+
+def rows(store):
+    return load_trajectories(store).to_dict()
+
+
+def test_ar_batch_matches_sequential_greedy_and_stops_at_eos(micro_world):
+    model, _ = load_transformer(micro_world.verifier)
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [20, 21, 22, 23]]  # ragged: left padding must not leak
+    out = sample_batch(model, prompts, SamplingConfig(max_new_tokens=10, temperature=0), eos_id=0)
+    for prompt, sample in zip(prompts, out):
+        seq = list(prompt)
+        for _ in range(len(sample.continuation_ids)):
+            seq.append(int(model(torch.tensor([seq]), torch.arange(len(seq))[None])[0, -1].argmax()))
+        assert seq[len(prompt):] == sample.continuation_ids
+    seq = out[0].continuation_ids
+    first = max(i for i, t in enumerate(seq) if t not in seq[:i])  # pretend that token is EOS: stop there
+    stopped = sample_batch(model, prompts[:1], SamplingConfig(max_new_tokens=10, temperature=0), eos_id=seq[first])
+    assert stopped[0].finished and stopped[0].continuation_ids == seq[: first + 1]
+
+
+def test_store_format_and_determinism(micro_world, tmp_path):
+    a = generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, tmp_path / "a",
+                              tokens_dir=micro_world.tokens, log=lambda *_: None)
+    b = generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, tmp_path / "b",
+                              tokens_dir=micro_world.tokens, log=lambda *_: None)
+    ra = rows(a)
+    assert ra == rows(b)
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["num_shards"] == 3 and len(manifest["shards"]) == 3
+    assert len(ra["prompt_id"]) == 12 and len(set(ra["prompt_id"])) == 6 and ra["sample"][:2] == [0, 1]
+    for p, c, done, ids, lps in zip(ra["prompt_ids"], ra["continuation_ids"], ra["finished"], ra["topk_ids"],
+                                    ra["topk_logprobs"]):
+        assert len(p) == 16 and 0 < len(c) <= 12 and (c[-1] == 0) == done and (0 not in c[:-1])
+        assert len(ids) == len(lps) == len(c) and all(len(x) == 3 for x in ids)
+        assert all(row[0] >= row[1] >= row[2] for row in lps)
+    other = rows(generate_trajectories(GenerationSpec(**{**SPEC, "seed": 1}), micro_world.verifier,
+                                       tmp_path / "c", tokens_dir=micro_world.tokens, log=lambda *_: None))
+    assert other["continuation_ids"] != ra["continuation_ids"]
+
+
+def test_resume_after_crash_equals_uninterrupted(micro_world, tmp_path):
+    spec = GenerationSpec(**SPEC)
+    full = rows(generate_trajectories(spec, micro_world.verifier, tmp_path / "full", tokens_dir=micro_world.tokens,
+                                      log=lambda *_: None))
+
+    def crash(k):
+        if k == 0:
+            raise RuntimeError("simulated crash after shard 0")
+
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_trajectories(spec, micro_world.verifier, out, tokens_dir=micro_world.tokens, log=lambda *_: None,
+                              on_shard_done=crash)
+    # Debris of a kill between writing and listing a shard: a temp dir and a renamed but unlisted shard.
+    (out / "shard-00001.tmp").mkdir()
+    (out / "shard-00002").mkdir()
+    done = []
+    generate_trajectories(spec, micro_world.verifier, out, tokens_dir=micro_world.tokens, log=lambda *_: None,
+                          on_shard_done=done.append)
+    assert done == [1, 2]  # shard 0 was kept, not resampled
+    assert rows(out) == full
+    assert not (out / "shard-00001.tmp").exists()
+
+
+def test_resume_after_sigkill_equals_uninterrupted(micro_world, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal
+        from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
+        def kill(k):
+            if k == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+        generate_trajectories(GenerationSpec(**{SPEC!r}), {str(micro_world.verifier)!r}, {str(tmp_path / 'k')!r},
+                              tokens_dir={str(micro_world.tokens)!r}, on_shard_done=kill)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    manifest = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 2 and not manifest["complete"]
+    with pytest.raises(DataError, match="incomplete"):
+        load_trajectories(tmp_path / "k")
+    spec = GenerationSpec(**SPEC)
+    generate_trajectories(spec, micro_world.verifier, tmp_path / "k", tokens_dir=micro_world.tokens,
+                          log=lambda *_: None)
+    full = generate_trajectories(spec, micro_world.verifier, tmp_path / "full", tokens_dir=micro_world.tokens,
+                                 log=lambda *_: None)
+    assert rows(tmp_path / "k") == rows(full)
+
+
+def test_store_refuses_other_settings_and_keys_by_fingerprint(micro_world, tmp_path):
+    generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, tmp_path, tokens_dir=micro_world.tokens,
+                          log=lambda *_: None)
+    with pytest.raises(DataError, match="other settings"):
+        generate_trajectories(GenerationSpec(**{**SPEC, "temperature": 0.3}), micro_world.verifier, tmp_path,
+                              tokens_dir=micro_world.tokens, log=lambda *_: None)
+    keyed = [generate_trajectories(GenerationSpec(**{**SPEC, "temperature": t}), micro_world.verifier,
+                                   tmp_path / "root", tokens_dir=micro_world.tokens, keyed=True,
+                                   log=lambda *_: None) for t in (0.3, 0.4)]
+    assert keyed[0] != keyed[1] and keyed[0].parent == keyed[1].parent == tmp_path / "root"
+
+
+def test_text_prompts_and_vllm_selection(micro_world, tmp_path):
+    from transformers import AutoTokenizer
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "def add(a, b):"}\n{"text": "import os"}\n')
+    spec = GenerationSpec(source="prompts", prompts={"name": "jsonl", "path": str(prompts)}, samples_per_prompt=1,
+                          max_new_tokens=4, prompts_per_shard=1, device="cpu")
+    ds = rows(generate_trajectories(spec, micro_world.verifier, tmp_path / "s", log=lambda *_: None))
+    tok = AutoTokenizer.from_pretrained(str(micro_world.verifier))
+    assert ds["prompt_ids"][0] == tok("def add(a, b):", add_special_tokens=False)["input_ids"]
+    assert "topk_ids" not in ds
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        spec = GenerationSpec(**{**SPEC, "backend": "vllm"})
+        with pytest.raises(ConfigError, match="pip install vllm"):
+            generate_trajectories(spec, micro_world.verifier, tmp_path / "v", tokens_dir=micro_world.tokens,
+                                  log=lambda *_: None)
