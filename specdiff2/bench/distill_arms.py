@@ -1,0 +1,120 @@
+"""Issue-4 comparison in one process: python -m specdiff2.bench.distill_arms [overrides] [--out DIR].
+
+Trains each arm (unaligned = export only, AR-distilled = per-position CE, streak-distilled) with
+train.py's pipeline on the same trajectories and step budget, then decodes HumanEval prompts with
+`specdiff` (γ, T=1, temperature 0) using each exported drafter. Also times packed vs one-window-per-
+forward training. Prints: τ, α_1..α_γ, tok/s per arm; windows/s per packing; wall times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
+
+from specdiff2.bench.common import ROOT, compose
+from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.metrics import aggregate
+from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
+from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.verifier import Verifier
+from specdiff2.pocket.tokenizer import load_tokenizer
+
+
+def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    import train  # the entry point's pipeline, without its CLI
+
+    cfg = compose("train", [f"experiment={experiment}", f"paths.output_dir={run_dir}", "logger=csv",
+                            "progress_bar=false", *overrides])
+    t0 = time.perf_counter()
+    summary = train.run(cfg)
+    summary["wall_s"] = time.perf_counter() - t0
+    return summary
+
+
+def evaluate(drafters: dict[str, str], overrides: list[str], gamma: int, n_prompts: int, max_new: int) -> dict:
+    cfg = compose("decode", overrides)
+    ref = instantiate(cfg.verifier)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_transformer(ref.resolve(), dtype=getattr(torch, ref.dtype), device=device)
+    tok = load_tokenizer(ref.resolve())
+    verifier = Verifier(model, cfg.max_seq_len)
+    prompts = load_prompts(instantiate(cfg.data.prompts))[:n_prompts]
+    encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    results = {}
+    for arm, path in drafters.items():
+        drafter = CheckpointRef("drafter", path, dtype=ref.dtype, logit_shift=True)
+        engine = DecodeEngine(verifier, tok, SpecDiffStrategy(drafter, gamma=gamma, steps=1), SamplingParams())
+        engine.generate(encoded[0], 16)
+        results[arm] = aggregate([engine.generate(ids, max_new).metrics for ids in encoded])
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*", help="overrides for both train.py and decode.py configs")
+    parser.add_argument("--train-overrides", nargs="*", default=[])
+    parser.add_argument("--arms", default="unaligned,distill_ce,distill_streak")
+    parser.add_argument("--prefix", default="gpu_", help="experiment name prefix (gpu_ or empty for CPU)")
+    parser.add_argument("--gamma", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--packing-steps", type=int, default=0, help=">0: also time packing exact vs none")
+    parser.add_argument("--out", default="outputs/distill_arms")
+    args = parser.parse_args()
+    out = Path(args.out)
+    runs, drafters = {}, {}
+    for arm in args.arms.split(","):
+        summary = train_arm(args.prefix + arm, [*args.overrides, *args.train_overrides], out / arm)
+        runs[arm] = summary
+        drafters[arm] = summary["sections"]["export"]["drafter"]
+        print(json.dumps({"arm": arm, "wall_s": summary["wall_s"],
+                          "train": summary["sections"]["training"]}, default=str), flush=True)
+    packing = {}
+    for mode in ("exact", "none") if args.packing_steps else ():
+        s = train_arm(args.prefix + "distill_streak", [*args.overrides, *args.train_overrides,
+                                                        f"data.windows.packing={mode}",
+                                                        f"trainer.max_steps={args.packing_steps}"],
+                      out / f"packing_{mode}")
+        packing[mode] = s["sections"]["training"]
+    decode_over = [o for o in args.overrides if not o.startswith(("trainer", "loss", "optim", "peft"))]
+    results = evaluate(drafters, decode_over, args.gamma, args.prompts, args.max_new_tokens)
+    print_tables(runs, results, packing, args.gamma)
+    (out / "distill_arms.json").write_text(json.dumps({"runs": runs, "decode": results, "packing": packing},
+                                                      indent=2, default=str))
+
+
+def print_tables(runs: dict, results: dict, packing: dict, gamma: int) -> None:
+    console = Console(width=220)
+    table = Table(title=f"specdiff γ={gamma}, T=1, temperature 0 on HumanEval, per drafter")
+    for col in ["arm", "train wall s", "val E[streak]", "τ", "tok/s", *[f"α{j}" for j in range(1, gamma + 1)]]:
+        table.add_column(col, justify="right")
+    for arm, r in results.items():
+        after = runs[arm].get("val_after") or runs[arm].get("val_before", {})
+        table.add_row(arm, f"{runs[arm]['wall_s']:.0f}", f"{after.get('expected_streak', float('nan')):.3f}",
+                      f"{r['mean_accept_len']:.3f}", f"{r['tokens_per_s']:.1f}",
+                      *[f"{r.get(f'alpha_{j}', 0):.2f}" for j in range(1, gamma + 1)])
+    console.print(table)
+    if packing:
+        t2 = Table(title="training throughput, same drafter and GPU")
+        for col in ("packing", "windows/s", "tokens/s"):
+            t2.add_column(col, justify="right")
+        for mode, tr in packing.items():
+            t2.add_row(mode, f"{tr['windows/s (train steps)']:.0f}", f"{tr['tokens/s (packed)']:.0f}")
+        console.print(t2)
+
+
+if __name__ == "__main__":
+    main()

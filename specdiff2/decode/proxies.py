@@ -1,0 +1,209 @@
+"""Causal proxies for DiffuSpec's path search: log p(next token | committed text ∘ partial path).
+
+Every proxy has the same interface, driven by `diffuspec.beam_search`:
+    prepare(ctx, beam)                  once, at engine start-up (loads / builds the model)
+    reset()                             per prompt
+    begin(seq, length, cand_ids)        per draft: committed tokens seq[:length], lattice candidates (L, M)
+    logprobs(i, beam_idx, beam_tokens)  per lattice position i: beams' candidate indices and tokens (W, i)
+                                        → (W, M) log p(cand_ids[i, m] | seq[:length] ∘ beam)
+
+NGramProxy   tensor n-gram (interpolated Kneser-Ney, `ngram.py`), on the device, no host sync. The paper's proxy.
+ARProxy      the AR drafter's log-probs: a verifier-aware proxy (trained on the verifier's corpus, full
+             context instead of n−1 tokens); one batched forward over the beams per lattice position.
+KenLMProxy   a KenLM ARPA/binary model through the `kenlm` package (host library: one host round trip per
+             lattice position); for fidelity with the paper, not speed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from specdiff2.decode.ngram import NGramModel, check_order, source_fingerprint, token_stream
+from specdiff2.errors import ConfigError, DataError, require
+from specdiff2.models.masks import causal_cache_mask
+from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.vocab import to_verifier_vocab
+
+
+class NGramProxy:
+    """n-gram proxy; with the lattice known up front, all its scores come from one batched query.
+
+    For order n the score at position i depends on the beam only through the candidate indices it took at
+    positions i−n+1..i−1, so `begin` scores every (position, M^(n−1) contexts, M next) triple at once
+    (L·M^n lookups: 32·15³ ≈ 10^5 for a trigram) and the beam search only gathers. Past `table_limit` lookups
+    (high orders) it queries per position instead.
+    """
+
+    name = "ngram"
+
+    def __init__(self, source: str | None = None, order: int = 3, split: str = "train",
+                 cache_path: str | None = None, table_limit: int = 1 << 22, model: NGramModel | None = None):
+        check_order(order)
+        if source is None and model is None:
+            raise ConfigError("NGramProxy needs a token source; set decode.strategy.proxy.source to a token "
+                              "dataset or trajectory store")
+        self.source, self.order, self.split, self.cache_path = source, order, split, cache_path
+        self.table_limit, self.model = table_limit, model
+
+    @classmethod
+    def from_model(cls, model: NGramModel, table_limit: int = 1 << 22) -> NGramProxy:
+        return cls(order=model.order, table_limit=table_limit, model=model)
+
+    def prepare(self, ctx, beam: int) -> None:
+        if self.model is None:
+            eos = ctx.verifier_tokenizer.eos_token_id
+            meta = {**source_fingerprint(self.source), "split": self.split}
+            self.model = NGramModel.build_cached(self.cache_path, lambda: token_stream(self.source, self.split, eos),
+                                                 self.order, ctx.verifier_rows, meta, ctx.device)
+        self.model.to(ctx.device)
+        self.order = self.model.order
+        require(self.model.vocab >= ctx.verifier_rows, f"n-gram vocabulary {self.model.vocab} is smaller than the "
+                f"verifier's {ctx.verifier_rows}; rebuild it for this verifier (delete {self.cache_path})")
+
+    def reset(self) -> None:
+        pass
+
+    def begin(self, seq: torch.Tensor, length: int, cand_ids: torch.Tensor) -> None:
+        n = self.order
+        tail = seq[max(0, length - (n - 1)): length]
+        self.tail = torch.cat([tail.new_full((n - 1 - tail.shape[0],), -1), tail])  # (n−1,) −1 = before the text
+        self.cand_ids = cand_ids  # (L, M)
+        L, M = cand_ids.shape
+        self.table = None
+        if n == 1:
+            self.table = self.model.logprob(cand_ids[:, :0], cand_ids).view(L, 1, M)  # no context: one row
+        elif L * M ** n <= self.table_limit:
+            self.table = self._lattice_table(cand_ids)
+            self.weights = M ** torch.arange(n - 2, -1, -1, device=cand_ids.device)  # (n−1,) base-M digits
+
+    def _lattice_table(self, cand_ids: torch.Tensor) -> torch.Tensor:
+        """(L, M^(n−1), M): log p(cand[i, m] | the candidates (a_1..a_{n−1}) at positions i−n+1..i−1)."""
+        n, (L, M) = self.order, cand_ids.shape
+        # Row r of `rows` holds the tokens available at lattice position r−(n−1): the committed tail (the same
+        # token for every index) before the lattice, the candidates inside it.
+        rows = torch.cat([self.tail[:, None].expand(n - 1, M), cand_ids])  # (n−1+L, M)
+        grid = [L, *([M] * (n - 1))]
+        slots = []
+        for j in range(n - 1):  # context slot j of position i is row i+j, indexed by digit a_j
+            shape = [L] + [M if a == j else 1 for a in range(n - 1)]
+            slots.append(rows[j: j + L].reshape(shape).expand(grid))
+        context = torch.stack(slots, -1).reshape(-1, n - 1)  # (L·M^(n−1), n−1)
+        nxt = cand_ids[:, None, :].expand(L, M ** (n - 1), M).reshape(-1, M)  # (L·M^(n−1), M)
+        return self.model.logprob(context, nxt).view(L, M ** (n - 1), M)
+
+    def logprobs(self, i: int, beam_idx: torch.Tensor, beam_tokens: torch.Tensor) -> torch.Tensor:
+        n, W = self.order, beam_idx.shape[0]
+        if self.table is not None:
+            if n == 1:
+                return self.table[i].expand(W, -1)
+            # Digits before the lattice index constant rows: any value works, 0 is used.
+            digits = torch.cat([beam_idx.new_zeros(W, n - 1), beam_idx], 1)[:, beam_idx.shape[1]:]  # (W, n−1)
+            return self.table[i][(digits * self.weights).sum(1)]  # (W, M)
+        context = torch.cat([self.tail[None].expand(W, -1), beam_tokens], 1)[:, -(n - 1):]  # (W, n−1)
+        return self.model.logprob(context, self.cand_ids[i][None].expand(W, -1))
+
+
+class ARProxy:
+    """The AR drafter as causal proxy: log q_AR(x | full committed text ∘ beam), batched over beams.
+
+    Its KV cache holds `beam` rows: the committed prefix is encoded into every row (once per new token), and
+    at position i each beam's i drafted tokens are (re)encoded after it. Re-encoding the short beam path
+    avoids reordering cache rows when beams swap parents; it costs the same number of forwards.
+    Tokens the AR drafter cannot propose get log-prob `floor` rather than −inf, so beams stay comparable.
+    """
+
+    name = "ar"
+
+    def __init__(self, drafter: CheckpointRef, floor: float = -100.0):
+        self.ref, self.floor = drafter, floor
+
+    def prepare(self, ctx, beam: int) -> None:
+        from specdiff2.decode.strategies.base import load_drafter
+
+        self.model, _, self.proposable, _ = load_drafter(self.ref, ctx, diffusion=False)
+        self.model.eval()
+        self.beam, self.max_seq_len, self.device = beam, ctx.max_seq_len, ctx.device
+        self.model.setup_cache(beam, ctx.max_seq_len)
+        self.n_cached = 0
+
+    def reset(self) -> None:
+        self.n_cached = 0
+
+    @torch.no_grad()
+    def _last_logprobs(self, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Feed ids (W, n) at slots start..start+n−1 of rows 0..W−1; log-probs (W, V) of the last one."""
+        n = ids.shape[1]
+        slots = start + torch.arange(n, device=self.device)  # (n,)
+        mask = causal_cache_mask(start, n, self.max_seq_len, self.device)  # (1, 1, n, S)
+        logits = self.model(ids, slots[None], mask, slots)[:, -1]  # (W, V_d)
+        return to_verifier_vocab(logits, self.proposable).log_softmax(-1).clamp_min(self.floor)  # (W, V)
+
+    def begin(self, seq: torch.Tensor, length: int, cand_ids: torch.Tensor) -> None:
+        # Re-feed at least the last committed token: its logits predict the first lattice position.
+        start = min(self.n_cached, length - 1)
+        ids = seq[start:length][None].expand(self.beam, -1)  # (B, n): every row needs the prefix
+        self.first = self._last_logprobs(ids, start)[:1]  # (1, V)
+        self.n_cached, self.length, self.cand_ids = length, length, cand_ids
+
+    def logprobs(self, i: int, beam_idx: torch.Tensor, beam_tokens: torch.Tensor) -> torch.Tensor:
+        W = beam_tokens.shape[0]
+        lp = self.first.expand(W, -1) if i == 0 else self._last_logprobs(beam_tokens, self.length)  # (W, V)
+        return lp.gather(1, self.cand_ids[i][None].expand(W, -1))  # (W, M)
+
+
+class KenLMProxy:
+    """A KenLM model over token-id words (built with lmplz from `ngram.export_kenlm_corpus` output).
+
+    Our EOS is KenLM's </s>, and a context is cut after its last EOS and restarted at <s>, as lmplz saw it.
+    """
+
+    name = "kenlm"
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def prepare(self, ctx, beam: int) -> None:
+        try:
+            import kenlm
+        except ImportError:
+            raise ConfigError("the KenLM proxy needs the `kenlm` package, which is not installed; pip install "
+                              "kenlm, or use the tensor n-gram proxy (decode/proxy@decode.strategy.proxy=ngram)"
+                              ) from None
+        require(Path(self.path).is_file(), f"no KenLM model at {self.path}; build one with lmplz (see "
+                "ngram.export_kenlm_corpus) or fix decode.strategy.proxy.path", DataError)
+        self.kenlm, self.lm = kenlm, kenlm.Model(self.path)
+        self.eos, self.device = ctx.verifier_tokenizer.eos_token_id, ctx.device
+
+    def reset(self) -> None:
+        pass
+
+    def _word(self, token: int) -> str:
+        return "</s>" if token == self.eos else str(token)
+
+    def _state(self, context: list[int]):
+        state = self.kenlm.State()
+        if self.eos in context:
+            context = context[len(context) - context[::-1].index(self.eos):]
+            self.lm.BeginSentenceWrite(state)
+        else:
+            self.lm.NullContextWrite(state)
+        for token in (context[-(self.lm.order - 1):] if self.lm.order > 1 else []):
+            nxt = self.kenlm.State()
+            self.lm.BaseScore(state, self._word(token), nxt)
+            state = nxt
+        return state
+
+    def begin(self, seq: torch.Tensor, length: int, cand_ids: torch.Tensor) -> None:
+        # Enough history to find a sentence start within the model's order.
+        self.prefix = seq[max(0, length - self.lm.order): length].tolist()
+        self.cands = cand_ids.tolist()
+
+    def logprobs(self, i: int, beam_idx: torch.Tensor, beam_tokens: torch.Tensor) -> torch.Tensor:
+        out = []
+        for row in beam_tokens.tolist():
+            state = self._state(self.prefix + row)
+            out.append([self.lm.BaseScore(state, self._word(c), self.kenlm.State()) for c in self.cands[i]])
+        return torch.tensor(out, device=self.device) * math.log(10)  # log10 → natural log

@@ -1,0 +1,219 @@
+"""`diffuspec`: DiffuSpec (arXiv 2510.02358), a training-free diffusion drafter with CPS and ADL.
+
+Per step t:
+1. One drafter pass over prefix ‖ MASK×k_t gives the marginals q_1..q_k (raw drafter softmax).
+2. Lattice (Eq. 7): per position the smallest top set whose mass reaches τ, at most M_max tokens. EOS is an
+   ordinary candidate: kept when it is in that set, never forced in. The lattice ends after the first position
+   whose top token is EOS. (The public reproduction only applies the τ cut once EOS is in the set, so sets
+   grow to M_max everywhere else; here the cut always applies.)
+3. CPS (Eq. 8): left-to-right beam search (width B) for the path maximising
+   S(π) = Σ_i [λ log q_i(π_i) + (1 − λ) log p_proxy(π_i | x ∘ π_<i)], batched over beams × candidates.
+   Every path takes one token per lattice position, so paths are compared at equal length. A path through an
+   EOS before the lattice end keeps its later tokens, which are never committed (the engine stops at EOS).
+   Freezing the score of EOS-finished beams instead, as the reproduction does, favours early EOS: each later
+   term is ≤ 0.
+4. ADL (Eq. 9–11): L^gen_t = min(s_t − 1, k_t) with s_t the 1-based first EOS of the raw argmax (k_t when
+   none), L^acc_t = accepted draft tokens; EMAs with ρ starting at 0 and k_1 = k (paper: k_max);
+   k_{t+1} = clip(⌊L̄^gen⌋ + δ·1[L̄^acc ≥ L̄^gen], k_min, k_max).
+cps=False drafts the argmax of q (fixed-k argmax drafting when adl=False too); with adl=True or cps=True the
+draft also ends at the lattice end (nothing after an EOS the drafter ranks first can be committed).
+
+When it is lossless:
+- Temperature 0 (greedy verification): always; the output is the verifier's greedy text for any draft.
+- Temperature > 0 (rejection sampling, `acceptance=rejection`): lossless when each drafted token is drawn from
+  the q handed to the rule, given the prefix and the earlier draft tokens.
+  * cps=False: tokens are sampled from the warped q_j (the verifier's temperature / top-k / top-p), which
+    depends on the prefix only: lossless.
+  * cps=True, cps_sampling="sample" (default): CPS acts only at temperature 0; at T > 0 tokens are sampled
+    from q as with cps=False: lossless.
+  * cps=True, cps_sampling="point_mass": the CPS path is verified with q_j = one-hot(π_j). The path is a
+    deterministic function of the prefix, so the point mass is exactly its law: lossless, but π_j is
+    accepted with probability p_j(π_j) only.
+  * Not offered: verifying the CPS path with the drafter marginals q_j(π_j) — the path is not a sample from
+    q, so min(1, p/q) with that q biases the output (a token CPS always picks but q rates at 0.5 would be
+    accepted with min(1, 2p)).
+The lattice end depends on the prefix only, so cutting the draft there keeps every case above lossless.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from specdiff2.decode.draft import Draft
+from specdiff2.decode.strategies.base import EngineContext, load_drafter, mask_token_id, pick_tokens
+from specdiff2.errors import ConfigError
+from specdiff2.models.drafters import DiffusionDrafter
+from specdiff2.models.refs import CheckpointRef
+
+CPS_SAMPLING = ("sample", "point_mass")
+
+
+@dataclass
+class Lattice:
+    ids: torch.Tensor  # (L, M) long: candidate tokens per position, most probable first
+    logq: torch.Tensor  # (L, M): log q_i of each candidate
+    valid: torch.Tensor  # (L, M) bool: inside the position's τ set (rank 0 always)
+
+
+def first_eos(logits: torch.Tensor, eos_id: int) -> int | None:
+    """0-based index of the first position (logits (k, V)) whose top token is EOS, or None. One host sync."""
+    hit = logits.argmax(-1) == eos_id  # (k,)
+    index = int(torch.where(hit.any(), hit.int().argmax(), -1))  # argmax returns the first maximal index
+    return None if index < 0 else index
+
+
+def build_lattice(logits: torch.Tensor, tau: float, m_max: int) -> Lattice:
+    """Candidate sets of Eq. 7 from drafter logits (L, V): ranks whose better-ranked mass is < τ, capped at M_max.
+
+    Tokens with q = 0 (ids the drafter may not propose) are never candidates, even when τ = 1.
+    """
+    logq = logits.float().log_softmax(-1)  # (L, V)
+    top_logq, top_ids = logq.topk(min(m_max, logq.shape[-1]), dim=-1)  # (L, M) best first
+    top_q = top_logq.exp()
+    mass_before = F.pad(top_q.cumsum(-1)[:, :-1], (1, 0))  # (L, M) exclusive: the top token always stays
+    return Lattice(top_ids, top_logq, (mass_before < tau) & (top_q > 0))
+
+
+def beam_search(lattice: Lattice, proxy_fn, lam: float, beam: int):
+    """Left-to-right beam search for max_π Σ_i λ log q_i(π_i) + (1 − λ) log p_proxy(π_i | ·).
+
+    proxy_fn(i, beam_idx (W, i), beam_tokens (W, i)) → (W, M) log-probs of lattice.ids[i] after each beam
+    (unused when λ = 1). Each position is one batched step over W beams × M candidates, with no host sync.
+    Exact when `beam` ≥ the number of paths. Returns tokens (L,), candidate indices (L,), score (0-d).
+    """
+    L, M = lattice.ids.shape
+    dev = lattice.ids.device
+    # Masked before scaling: λ = 0 must not turn 0·(−inf) into NaN.
+    q_term = torch.where(lattice.valid, lam * lattice.logq.masked_fill(~lattice.valid, 0.0), float("-inf"))  # (L, M)
+    idx = torch.zeros(1, 0, dtype=torch.long, device=dev)  # (W, i) candidate index per position
+    tokens = torch.zeros(1, 0, dtype=torch.long, device=dev)  # (W, i)
+    score = torch.zeros(1, device=dev)  # (W,)
+    for i in range(L):
+        step = q_term[i][None]  # (1, M)
+        if lam < 1:
+            step = step + (1 - lam) * proxy_fn(i, idx, tokens)  # (W, M)
+        total = (score[:, None] + step).flatten()  # (W·M,)
+        top = total.topk(min(beam, total.numel()))  # sorted: beam 0 is the best
+        parent, child = top.indices // M, top.indices % M  # (W',)
+        idx = torch.cat([idx[parent], child[:, None]], 1)
+        tokens = torch.cat([tokens[parent], lattice.ids[i][child][:, None]], 1)
+        score = top.values
+    return tokens[0], idx[0], score[0]
+
+
+class ADLController:
+    """Adaptive draft length (Eq. 9–11); EMAs start at 0 and k_1 = k_init (the reproduction's Algorithm 1)."""
+
+    def __init__(self, k_init: int, k_min: int, k_max: int, delta: int, rho: float):
+        self.k_init, self.k_min, self.k_max, self.delta, self.rho = k_init, k_min, k_max, delta, rho
+        self.reset()
+
+    def reset(self) -> None:
+        self.k, self.gen_ema, self.acc_ema = self.k_init, 0.0, 0.0
+
+    def update(self, l_gen: int, l_acc: int) -> int:
+        """Fold in one step's L^gen and L^acc; returns k_{t+1}."""
+        self.gen_ema = (1 - self.rho) * self.gen_ema + self.rho * l_gen
+        self.acc_ema = (1 - self.rho) * self.acc_ema + self.rho * l_acc
+        grow = self.delta if self.acc_ema >= self.gen_ema else 0
+        self.k = min(self.k_max, max(self.k_min, math.floor(self.gen_ema) + grow))
+        return self.k
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+class DiffuSpecStrategy:
+    """See the module docstring. Paper defaults: k_min 20, k_max 30, δ 10, ρ 0.5, M_max 15, τ 0.8, B 3, λ 0.5.
+
+    k: the draft length when adl=False, the first one (k_1) when adl=True.
+    proxy: a causal proxy (`specdiff2.decode.proxies`); needed when cps=True and lam < 1.
+    cps_sampling: what cps=True does at temperature > 0 ("sample" or "point_mass"; see the module docstring).
+    """
+
+    name = "diffuspec"
+
+    def __init__(self, drafter: CheckpointRef, k: int = 30, cps: bool = True, adl: bool = True, tau: float = 0.8,
+                 m_max: int = 15, beam: int = 3, lam: float = 0.5, k_min: int = 20, k_max: int = 30,
+                 delta: int = 10, rho: float = 0.5, proxy=None, cps_sampling: str = "sample", cache: str = "exact"):
+        s = "decode.strategy"
+        _check(0 < tau <= 1, f"{s}.tau={tau} must be in (0, 1]; the paper uses 0.8")
+        _check(m_max >= 1, f"{s}.m_max={m_max} must be >= 1; the paper uses 15")
+        _check(beam >= 1, f"{s}.beam={beam} must be >= 1; the paper uses 3")
+        _check(0 <= lam <= 1, f"{s}.lam={lam} must be in [0, 1]; the paper uses 0.5")
+        _check(k >= 1, f"{s}.k={k} must be >= 1")
+        _check(1 <= k_min <= k_max, f"{s}.k_min={k_min} and k_max={k_max} need 1 <= k_min <= k_max")
+        _check(not adl or k_min <= k <= k_max, f"{s}.k={k} (the first draft length under adl) must lie in "
+               f"[k_min={k_min}, k_max={k_max}]")
+        _check(delta >= 0, f"{s}.delta={delta} must be >= 0; the paper uses 10")
+        _check(0 < rho <= 1, f"{s}.rho={rho} must be in (0, 1]; the paper uses 0.5")
+        _check(cps_sampling in CPS_SAMPLING, f"{s}.cps_sampling={cps_sampling!r} is unknown; use one of {CPS_SAMPLING}")
+        _check(not (cps and lam < 1 and proxy is None), f"{s}.cps=true with lam={lam} < 1 needs a causal proxy; "
+               f"set {s}.proxy or lam=1")
+        self.ref, self.k, self.cps, self.adl, self.tau, self.m_max = drafter, k, cps, adl, tau, m_max
+        self.beam, self.lam, self.proxy, self.cps_sampling, self.cache = beam, lam, proxy, cps_sampling, cache
+        self.controller = ADLController(k, k_min, k_max, delta, rho) if adl else None
+        self._l_gen: int | None = None
+
+    @property
+    def uses_proxy(self) -> bool:
+        return self.cps and self.lam < 1
+
+    def prepare(self, ctx: EngineContext) -> None:
+        model, config, proposable, tokenizer = load_drafter(self.ref, ctx, diffusion=True)
+        shift = self.ref.logit_shift if self.ref.logit_shift is not None else True
+        self.drafter = DiffusionDrafter(model, mask_token_id(self.ref, config, tokenizer), shift, proposable,
+                                        ctx.max_seq_len, self.cache)
+        self.device = ctx.device
+        self.eos_id = ctx.verifier_tokenizer.eos_token_id
+        if (self.cps or self.adl) and self.eos_id is None:
+            raise ConfigError("diffuspec's lattice end and ADL need the verifier tokenizer's EOS token; set eos_token "
+                              "or use cps=false adl=false")
+        if self.uses_proxy:
+            self.proxy.prepare(ctx, self.beam)
+
+    def reset(self) -> None:
+        self.drafter.reset()
+        if self.uses_proxy:
+            self.proxy.reset()
+        if self.controller is not None:
+            self.controller.reset()
+        self._l_gen = None
+
+    def draft(self, seq, length, budget, sampling, generator) -> Draft:
+        k = min(self.controller.k if self.adl else self.k, budget)
+        self._l_gen = None
+        if k <= 0:
+            return Draft.empty(self.device)
+        canvas = torch.full((k,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (k,)
+        logits = self.drafter.window_logits(seq, length, canvas)  # (k, V)
+        n = k
+        if self.cps or self.adl:  # both need where the drafter ends the text: the step's one extra host sync
+            eos_at = first_eos(logits, self.eos_id)
+            n = k if eos_at is None else eos_at + 1
+            self._l_gen = k if eos_at is None else eos_at  # min(s − 1, k) with s = eos_at + 1
+            logits = logits[:n]
+        greedy = sampling.temperature == 0
+        if self.cps and (greedy or self.cps_sampling == "point_mass"):
+            tokens = self._search(logits, seq, length)  # (n,)
+            q_probs = None if greedy else F.one_hot(tokens, logits.shape[-1]).float()  # (n, V) point masses
+        else:
+            tokens, q_probs = pick_tokens(logits, sampling, generator)  # (n,), (n, V) | None
+        return Draft.chain(tokens, q_probs, {"draft_len": k, "lattice_len": n})
+
+    def _search(self, logits: torch.Tensor, seq: torch.Tensor, length: int) -> torch.Tensor:
+        lattice = build_lattice(logits, self.tau, self.m_max)
+        if self.uses_proxy:
+            self.proxy.begin(seq, length, lattice.ids)
+        tokens, _, _ = beam_search(lattice, self.proxy.logprobs if self.uses_proxy else None, self.lam, self.beam)
+        return tokens
+
+    def observe(self, n_accepted: int) -> None:
+        if self.controller is not None and self._l_gen is not None:
+            self.controller.update(self._l_gen, n_accepted)
