@@ -42,6 +42,15 @@ def mask_token_id(ref: CheckpointRef, config: dict, tokenizer) -> int:
     raise CheckpointError(f"drafter {ref.path} defines no mask token; set drafter.mask_token_id")
 
 
+def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str):
+    """The masked-diffusion drafter of `ref`, mapped to the verifier vocabulary (shifted head by default)."""
+    from specdiff2.models.drafters import DiffusionDrafter
+
+    model, config, proposable, tokenizer = load_drafter(ref, ctx, diffusion=True)
+    shift = ref.logit_shift if ref.logit_shift is not None else True
+    return DiffusionDrafter(model, mask_token_id(ref, config, tokenizer), shift, proposable, ctx.max_seq_len, cache)
+
+
 def check_gamma(gamma: int) -> None:
     if gamma <= 0:
         raise ConfigError(f"draft length gamma={gamma} must be >= 1; set decode.strategy.gamma to a positive int")

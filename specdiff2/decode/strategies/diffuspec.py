@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, load_drafter, mask_token_id, pick_tokens
+from specdiff2.decode.strategies.base import load_diffusion_drafter
+from specdiff2.decode.strategies.base import EngineContext, pick_tokens
 from specdiff2.errors import ConfigError
-from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.refs import CheckpointRef
 
 CPS_SAMPLING = ("sample", "point_mass")
@@ -166,10 +166,7 @@ class DiffuSpecStrategy:
         return self.cps and self.lam < 1
 
     def prepare(self, ctx: EngineContext) -> None:
-        model, config, proposable, tokenizer = load_drafter(self.ref, ctx, diffusion=True)
-        shift = self.ref.logit_shift if self.ref.logit_shift is not None else True
-        self.drafter = DiffusionDrafter(model, mask_token_id(self.ref, config, tokenizer), shift, proposable,
-                                        ctx.max_seq_len, self.cache)
+        self.drafter = load_diffusion_drafter(self.ref, ctx, self.cache)
         self.device = ctx.device
         self.eos_id = ctx.verifier_tokenizer.eos_token_id
         if (self.cps or self.adl) and self.eos_id is None:

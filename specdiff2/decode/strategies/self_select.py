@@ -18,9 +18,9 @@ import torch
 from specdiff2.decode.acceptance import greedy_accept, sample_probs, warp_probs
 from specdiff2.decode.draft import Draft
 from specdiff2.decode.rules import SamplingParams, make_rule
-from specdiff2.decode.strategies.base import EngineContext, check_gamma, load_drafter, mask_token_id
+from specdiff2.decode.strategies.base import load_diffusion_drafter
+from specdiff2.decode.strategies.base import EngineContext, check_gamma
 from specdiff2.errors import ConfigError
-from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.refs import CheckpointRef
 
 SELECTIONS = ("tree", "streak_proxy")
@@ -122,10 +122,7 @@ class SelfSelectStrategy:
         return StreakProxyRule()
 
     def prepare(self, ctx: EngineContext) -> None:
-        model, config, proposable, tokenizer = load_drafter(self.ref, ctx, diffusion=True)
-        shift = self.ref.logit_shift if self.ref.logit_shift is not None else True
-        self.drafter = DiffusionDrafter(model, mask_token_id(self.ref, config, tokenizer), shift, proposable,
-                                        ctx.max_seq_len, self.cache)
+        self.drafter = load_diffusion_drafter(self.ref, ctx, self.cache)
         self.device = ctx.device
 
     def reset(self) -> None:

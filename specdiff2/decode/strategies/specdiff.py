@@ -7,15 +7,13 @@ import math
 import torch
 
 from specdiff2.decode.draft import Draft
+from specdiff2.decode.strategies.base import load_diffusion_drafter
 from specdiff2.decode.strategies.base import (
     EngineContext,
     check_gamma,
-    load_drafter,
-    mask_token_id,
     pick_tokens,
 )
 from specdiff2.errors import ConfigError
-from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.refs import CheckpointRef
 
 
@@ -36,10 +34,7 @@ class SpecDiffStrategy:
         self.ref, self.gamma, self.steps, self.cache = drafter, gamma, steps, cache
 
     def prepare(self, ctx: EngineContext) -> None:
-        model, config, proposable, tokenizer = load_drafter(self.ref, ctx, diffusion=True)
-        shift = self.ref.logit_shift if self.ref.logit_shift is not None else True
-        self.drafter = DiffusionDrafter(model, mask_token_id(self.ref, config, tokenizer), shift, proposable,
-                                        ctx.max_seq_len, self.cache)
+        self.drafter = load_diffusion_drafter(self.ref, ctx, self.cache)
         self.device = ctx.device
 
     def reset(self) -> None:
