@@ -12,7 +12,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def micro_spec(**overrides):
     """A pocket world small enough to build in seconds inside the test suite."""
-    from specdiff2.pocket.world import CorpusSpec, DrafterSpec, ModelSpec, PocketSpec
+    from specdiff2.pocket.spec import CorpusSpec, DrafterSpec, ModelSpec, PocketSpec
 
     small = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
                  steps=40, batch_size=8, lr=3e-3, warmup_steps=5)

@@ -1,34 +1,35 @@
 import pytest
 
-from specdiff2.data.corpus import build_corpus
 from specdiff2.errors import DataError, TokenizerError
-from specdiff2.pocket.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, load_tokenizer, train_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.pocket.corpus import read_corpus
+from specdiff2.pocket.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, train_tokenizer
 
 
 def test_corpus_is_deterministic_and_split_by_hash():
-    a = build_corpus(max_bytes=300_000)
-    b = build_corpus(max_bytes=300_000)
+    a = read_corpus(max_bytes=300_000)
+    b = read_corpus(max_bytes=300_000)
     assert [f.sha for f in a.train] == [f.sha for f in b.train]
     assert [f.sha for f in a.validation] == [f.sha for f in b.validation]
     train, val = {f.sha for f in a.train}, {f.sha for f in a.validation}
     assert not train & val and len(train) == len(a.train)  # dedup by content hash
     # A larger corpus keeps each file on the same side of the split.
-    big = build_corpus(max_bytes=600_000)
+    big = read_corpus(max_bytes=600_000)
     assert train <= {f.sha for f in big.train} and val <= {f.sha for f in big.validation}
 
 
 def test_missing_and_empty_corpus_roots(tmp_path):
     with pytest.raises(DataError, match="not a directory") as err:
-        build_corpus(roots=[str(tmp_path / "nope")])
+        read_corpus(roots=[str(tmp_path / "nope")])
     assert "\n" not in str(err.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no usable Python source files"):
-        build_corpus(roots=[str(tmp_path / "empty")])
+        read_corpus(roots=[str(tmp_path / "empty")])
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    corpus = build_corpus(max_bytes=400_000)
+    corpus = read_corpus(max_bytes=400_000)
     out = tmp_path_factory.mktemp("tok")
     train_tokenizer((f.text for f in corpus.train), 600, out)
     return load_tokenizer(out, require_mask=True), corpus

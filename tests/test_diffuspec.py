@@ -21,11 +21,11 @@ from specdiff2.decode.strategies.diffuspec import (
     build_lattice,
     first_eos,
 )
+from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 
 EOS = 9
 

@@ -10,11 +10,11 @@ from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.rules import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
+from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 
 CPU = torch.device("cpu")
 

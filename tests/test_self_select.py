@@ -13,11 +13,11 @@ from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.rules import RejectionRule, SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.self_select import SelfSelectStrategy, StreakProxyRule, sample_drafts
+from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 
 PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
            "for i in range(10):\n"]

@@ -22,9 +22,9 @@ from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.rules import SamplingParams
 from specdiff2.decode.run import pick_device
+from specdiff2.decode.verifier import Verifier
 from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.pocket.world import ensure_pocket_world
 
 DEFAULT_METHODS = [

@@ -24,10 +24,10 @@ from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.rules import SamplingParams
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
+from specdiff2.decode.verifier import Verifier
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 
 
 def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:

@@ -14,8 +14,8 @@ import torch
 from specdiff2.decode.metrics import DecodeStats, PhaseTimer
 from specdiff2.decode.rules import SamplingParams, make_rule
 from specdiff2.decode.strategies.base import EngineContext
+from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
-from specdiff2.models.verifier import Verifier
 
 
 @dataclass

@@ -13,11 +13,11 @@ from rich.table import Table
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.verifier import Verifier
-from specdiff2.pocket.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import load_tokenizer
 
 
 def pick_device(name: str) -> torch.device:

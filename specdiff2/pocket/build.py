@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from specdiff2.errors import DataError
-from specdiff2.pocket.world import ModelSpec, PocketSpec, PocketWorld
+from specdiff2.pocket.corpus import read_corpus
+from specdiff2.pocket.spec import ModelSpec, PocketSpec, PocketWorld
 
 DREAM_ARCHITECTURE = {"model_type": "Dream", "architectures": ["DreamModel"]}
 
@@ -21,12 +22,10 @@ def _quiet_datasets() -> None:
     datasets.disable_progress_bars()
 
 
-def build_corpus(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_corpus_stage(spec: PocketSpec, world: PocketWorld) -> dict:
     from datasets import Dataset, DatasetDict
 
     _quiet_datasets()
-    from specdiff2.data.corpus import build_corpus as read_corpus
-
     c = spec.corpus
     corpus = read_corpus(c.roots, c.max_bytes, c.max_file_bytes, validation_fraction=c.validation_fraction)
     dd = DatasetDict({
@@ -43,7 +42,7 @@ def _load_corpus(world: PocketWorld):
     return load_from_disk(str(world.corpus))
 
 
-def build_tokenizer(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_tokenizer_stage(spec: PocketSpec, world: PocketWorld) -> dict:
     from specdiff2.pocket.tokenizer import train_tokenizer
 
     train = _load_corpus(world)["train"]
@@ -61,10 +60,10 @@ def build_tokenizer(spec: PocketSpec, world: PocketWorld) -> dict:
             "pad_id": tok.pad_token_id}
 
 
-def build_tokens(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_tokens_stage(spec: PocketSpec, world: PocketWorld) -> dict:
     from datasets import DatasetDict
 
-    from specdiff2.pocket.tokenizer import load_tokenizer
+    from specdiff2.models.tokenizer import load_tokenizer
 
     _quiet_datasets()
     tok = load_tokenizer(world.tokenizer, require_mask=True)
@@ -119,8 +118,8 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
     from torch.utils.data import DataLoader, TensorDataset
     from transformers import Qwen2ForCausalLM
 
+    from specdiff2.models.tokenizer import load_tokenizer
     from specdiff2.pocket.pretrain import PretrainModule
-    from specdiff2.pocket.tokenizer import load_tokenizer
 
     L.seed_everything(seed, verbose=False)
     tok = load_tokenizer(world.tokenizer, require_mask=True)
@@ -148,21 +147,21 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
     return {"params": n_params, "final_val": module.val_history[-1], "initial_val": module.val_history[0]}
 
 
-def build_verifier(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_verifier_stage(spec: PocketSpec, world: PocketWorld) -> dict:
     from specdiff2.pocket.pretrain import ar_objective
 
     return _train(spec, world, spec.verifier, ar_objective, world.verifier, spec.seed + 10)
 
 
-def build_ar_drafter(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_ar_drafter_stage(spec: PocketSpec, world: PocketWorld) -> dict:
     from specdiff2.pocket.pretrain import ar_objective
 
     return _train(spec, world, spec.ar_drafter, ar_objective, world.ar_drafter, spec.seed + 20)
 
 
-def build_drafter(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_drafter_stage(spec: PocketSpec, world: PocketWorld) -> dict:
+    from specdiff2.models.tokenizer import load_tokenizer
     from specdiff2.pocket.pretrain import DiffusionObjective
-    from specdiff2.pocket.tokenizer import load_tokenizer
 
     tok = load_tokenizer(world.tokenizer, require_mask=True)
     d = spec.drafter

@@ -8,114 +8,24 @@ marker exists, so a killed build restarts at the first unfinished stage.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from specdiff2.errors import ConfigError
+from specdiff2.pocket import build
+from specdiff2.pocket.spec import STAGES, PocketSpec, PocketWorld
 
-STAGES = ("corpus", "tokenizer", "tokens", "verifier", "drafter", "ar_drafter")
-
-
-@dataclass
-class CorpusSpec:
-    roots: list[str] | None = None  # None: the interpreter's stdlib and site-packages
-    max_bytes: int = 4_000_000
-    max_file_bytes: int = 200_000
-    validation_fraction: float = 0.05
-    tokenizer_train_bytes: int = 4_000_000
-
-
-@dataclass
-class ModelSpec:
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 384
-    steps: int = 200
-    batch_size: int = 16
-    lr: float = 3e-3
-    warmup_steps: int = 20
-
-
-@dataclass
-class DrafterSpec(ModelSpec):
-    window: int = 8  # masked window length of the drafting condition
-    window_fraction: float = 0.5  # share of rows trained in the drafting condition
-
-
-@dataclass
-class PocketSpec:
-    name: str = "tiny"
-    seed: int = 0
-    vocab_size: int = 1024
-    seq_len: int = 128
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    corpus: CorpusSpec = field(default_factory=CorpusSpec)
-    verifier: ModelSpec = field(default_factory=lambda: ModelSpec(num_layers=4))
-    drafter: DrafterSpec = field(default_factory=lambda: DrafterSpec(num_layers=1))
-    ar_drafter: ModelSpec = field(default_factory=lambda: ModelSpec(num_layers=1))
-    val_batches: int = 8
-    val_every: int = 100
-    accelerator: str = "cpu"
-    precision: str = "32-true"
-    num_workers: int = 0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def __post_init__(self):
-        for name in ("corpus", "verifier", "drafter", "ar_drafter"):
-            value, cls = getattr(self, name), {"corpus": CorpusSpec, "drafter": DrafterSpec}.get(name, ModelSpec)
-            if isinstance(value, dict):  # built from plain YAML
-                setattr(self, name, cls(**value))
-        for role in ("verifier", "drafter", "ar_drafter"):
-            m = getattr(self, role)
-            if m.hidden_size % m.num_heads or m.num_heads % m.num_kv_heads:
-                raise ConfigError(
-                    f"pocket.{role}: hidden_size {m.hidden_size}, num_heads {m.num_heads}, num_kv_heads "
-                    f"{m.num_kv_heads} must divide evenly; fix the pocket config"
-                )
-        if self.drafter.window >= self.seq_len:
-            raise ConfigError(f"pocket.drafter.window {self.drafter.window} must be < seq_len {self.seq_len}")
-
-
-@dataclass(frozen=True)
-class PocketWorld:
-    root: Path
-
-    @property
-    def verifier(self) -> Path:
-        return self.root / "verifier"
-
-    @property
-    def drafter(self) -> Path:
-        return self.root / "drafter"
-
-    @property
-    def ar_drafter(self) -> Path:
-        return self.root / "ar_drafter"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer"
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "tokens"
-
-    @property
-    def corpus(self) -> Path:
-        return self.root / "corpus"
-
-    def summary(self) -> dict:
-        path = self.root / "world.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+# Stage name -> builder; the order of STAGES is the build order.
+BUILDERS = {
+    "corpus": build.build_corpus_stage,
+    "tokenizer": build.build_tokenizer_stage,
+    "tokens": build.build_tokens_stage,
+    "verifier": build.build_verifier_stage,
+    "drafter": build.build_drafter_stage,
+    "ar_drafter": build.build_ar_drafter_stage,
+}
 
 
 def _check_spec(root: Path, spec: PocketSpec) -> None:
@@ -136,8 +46,6 @@ def _check_spec(root: Path, spec: PocketSpec) -> None:
 
 def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=print) -> PocketWorld:
     """Build every unfinished stage of the pocket world under `root`; return its paths."""
-    from specdiff2.pocket import build  # heavy imports only when a build is needed
-
     root = Path(root)
     world = PocketWorld(root)
     if all((root / f"{s}.done").exists() for s in STAGES):
@@ -153,7 +61,7 @@ def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=print) -> Pocket
             shutil.rmtree(out)
         log(f"[pocket:{spec.name}] building {stage} ...")
         t0 = time.perf_counter()
-        info = getattr(build, f"build_{stage}")(spec, world)
+        info = BUILDERS[stage](spec, world)
         info["wall_s"] = round(time.perf_counter() - t0, 2)
         summary[stage] = info
         (root / "world.json").write_text(json.dumps(summary, indent=2))

@@ -24,7 +24,6 @@ from specdiff2.data.trajectories import load_trajectories
 from specdiff2.data.windows import PACKINGS, Trajectory, WindowCollator, window_offsets
 from specdiff2.errors import ConfigError, DataError, require
 
-
 # Lightning cannot see that the stream position lives in the datamodule's state, and warns on mid-epoch resume.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 

@@ -10,8 +10,8 @@ from specdiff2.decode.rules import SamplingParams
 from specdiff2.errors import CheckpointError, ConfigError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.models.vocab import proposable_ids
-from specdiff2.pocket.tokenizer import load_tokenizer
 
 
 @dataclass

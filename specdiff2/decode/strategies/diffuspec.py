@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import load_diffusion_drafter
-from specdiff2.decode.strategies.base import EngineContext, pick_tokens
+from specdiff2.decode.strategies.base import EngineContext, load_diffusion_drafter, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.refs import CheckpointRef
 

@@ -18,8 +18,7 @@ import torch
 from specdiff2.decode.acceptance import greedy_accept, sample_probs, warp_probs
 from specdiff2.decode.draft import Draft
 from specdiff2.decode.rules import SamplingParams, make_rule
-from specdiff2.decode.strategies.base import load_diffusion_drafter
-from specdiff2.decode.strategies.base import EngineContext, check_gamma
+from specdiff2.decode.strategies.base import EngineContext, check_gamma, load_diffusion_drafter
 from specdiff2.errors import ConfigError
 from specdiff2.models.refs import CheckpointRef
 

@@ -7,10 +7,10 @@ import math
 import torch
 
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import load_diffusion_drafter
 from specdiff2.decode.strategies.base import (
     EngineContext,
     check_gamma,
+    load_diffusion_drafter,
     pick_tokens,
 )
 from specdiff2.errors import ConfigError

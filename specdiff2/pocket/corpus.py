@@ -59,7 +59,7 @@ def _in_validation(sha: str, validation_fraction: float) -> bool:
     return int(sha[-8:], 16) / 0xFFFFFFFF < validation_fraction
 
 
-def build_corpus(
+def read_corpus(
     roots: list[str] | None = None,
     max_bytes: int = 4_000_000,
     max_file_bytes: int = 200_000,
