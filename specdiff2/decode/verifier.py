@@ -11,12 +11,13 @@ import torch
 
 from specdiff2.decode.draft import Draft
 from specdiff2.errors import ConfigError
-from specdiff2.models.masks import causal_cache_mask, tree_cache_mask, tree_depths
+from specdiff2.models.masks import tree_ancestors
+from specdiff2.models.runner import BlockRunner
 from specdiff2.models.transformer import Transformer
 
 
 class Verifier:
-    def __init__(self, model: Transformer, max_seq_len: int):
+    def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager"):
         limit = model.args.max_position_embeddings
         if max_seq_len > limit:
             raise ConfigError(f"decode.max_seq_len {max_seq_len} exceeds the verifier's context {limit}; lower it")
@@ -25,33 +26,39 @@ class Verifier:
         self.device = model.model.embed_tokens.weight.device
         self.vocab_rows = model.args.vocab_size
         model.setup_cache(1, max_seq_len)
+        self.runner = BlockRunner(model, max_seq_len, compile)
+        self._tril: dict[int, torch.Tensor] = {}
+
+    def causal(self, n: int) -> torch.Tensor:
+        """(n, n) lower-triangular bool, cached per n: a chain's block relation."""
+        if n not in self._tril:
+            self._tril[n] = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
+        return self._tril[n]
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> None:
-        """Write the KV of `ids` (P,) at slots 0..P−1."""
+        """Write the KV of `ids` (P,) at slots 0..P−1 (once per prompt: eager, exact size)."""
         n = ids.shape[0]
         if n == 0:
             return
-        slots = torch.arange(n, device=self.device)  # (P,)
-        mask = causal_cache_mask(0, n, self.max_seq_len, self.device)  # (1, 1, P, S)
-        self.model(ids[None], slots[None], mask, slots)
+        positions = torch.arange(n, device=self.device)  # (P,)
+        start = torch.zeros((), dtype=torch.long, device=self.device)
+        self.model.forward_block(ids, positions, start, self.causal(n), n)
 
     @torch.no_grad()
     def verify(self, root: torch.Tensor, draft: Draft, start: int) -> torch.Tensor:
         """Logits (N+1, V) for the root token at slot `start` followed by the draft nodes."""
         ids = torch.cat([root.view(1), draft.tokens])  # (N+1,)
         n = ids.shape[0]
-        slots = start + torch.arange(n, device=self.device)  # (N+1,)
         if draft.is_chain:
-            mask = causal_cache_mask(start, n, self.max_seq_len, self.device)  # (1, 1, N+1, S)
-            positions = slots
-        else:
-            # The root becomes node 0 of the tree; draft roots hang under it.
-            parents = torch.cat([draft.parents.new_full((1,), -1), torch.where(draft.parents >= 0,
-                                                                                draft.parents + 1, 0)])  # (N+1,)
-            mask = tree_cache_mask(start, parents, self.max_seq_len)  # (1, 1, N+1, S)
-            positions = start + tree_depths(parents)  # (N+1,) depth-based
-        return self.model(ids[None], positions[None], mask, slots)[0]  # (N+1, V)
+            positions = start + torch.arange(n, device=self.device)  # (N+1,)
+            return self.runner(ids, positions, start, self.causal(n))
+        # The root becomes node 0 of the tree; draft roots hang under it.
+        parents = torch.cat([draft.parents.new_full((1,), -1), torch.where(draft.parents >= 0,
+                                                                            draft.parents + 1, 0)])  # (N+1,)
+        intra = tree_ancestors(parents)  # (N+1, N+1) a node sees its ancestors and itself
+        positions = start + intra.sum(1) - 1  # (N+1,) depth-based
+        return self.runner(ids, positions, start, intra)
 
     def commit(self, start: int, path: torch.Tensor) -> None:
         """Make the accepted tree nodes' KV contiguous after the root (a chain prefix already is)."""

@@ -1,7 +1,8 @@
 """Drafter adapters: a masked-diffusion drafter (one pass → γ marginals) and an AR drafter with its own cache.
 
 Both return logits already mapped to the verifier's vocabulary (drafter-only ids at −inf), so every
-strategy and acceptance rule works in one id space.
+strategy and acceptance rule works in one id space. Both run their forwards through a `BlockRunner`
+(eager on CPU, CUDA graphs on GPU).
 """
 
 from __future__ import annotations
@@ -10,31 +11,48 @@ import torch
 
 from specdiff2.errors import ConfigError
 from specdiff2.models.diffusion import window_logit_index
-from specdiff2.models.masks import causal_cache_mask
+from specdiff2.models.runner import BlockRunner
 from specdiff2.models.transformer import Transformer
 from specdiff2.models.vocab import to_verifier_vocab
 
+PREFIX_ATTENTION = ("causal", "bidirectional")
+CACHE_MODES = ("auto", "exact", "prefix")
+
 
 class DiffusionDrafter:
-    """prefix ‖ MASK×γ → q_1..q_γ in one bidirectional pass.
+    """prefix ‖ window (MASK or fixed tokens)×γ → q_1..q_γ in one pass.
 
-    cache="exact" recomputes the whole context every step (what the drafter was trained on).
-    cache="prefix" keeps the committed tokens' KV: a committed token is encoded once, seeing the
-    committed tokens and not the masks of later steps — the usual dLLM prefix-cache approximation;
-    the masked window always sees everything.
+    prefix_attention (a property of the checkpoint, read from its config.json):
+      "causal"         a prefix token sees earlier prefix tokens only (the pocket drafter's layout); the
+                       window sees the prefix and itself. Committed tokens are then encoded once, exactly,
+                       in a KV cache, and a pass costs O(new tokens + γ).
+      "bidirectional"  Dream/DiffuCoder: prefix tokens also see the window.
+    cache:
+      "exact"   recompute the whole context every pass: O(context), what a bidirectional drafter was
+                trained on.
+      "prefix"  keep the committed tokens' KV. Exact for a causal drafter; for a bidirectional one, the
+                usual dLLM approximation (a committed token is encoded seeing committed tokens only; the
+                last one is re-fed every pass and sees the window, since with a shifted head it carries q_1).
+      "auto"    prefix for causal drafters (exact and O(γ)), exact for bidirectional ones.
     """
 
     def __init__(self, model: Transformer, mask_token_id: int, shifted: bool, proposable: torch.Tensor,
-                 max_seq_len: int, cache: str = "exact"):
-        if cache not in ("exact", "prefix"):
-            raise ConfigError(f"drafter cache={cache!r} is unknown; use exact or prefix")
+                 max_seq_len: int, cache: str = "auto", prefix_attention: str = "bidirectional",
+                 compile: str = "eager"):
+        if cache not in CACHE_MODES:
+            raise ConfigError(f"drafter cache={cache!r} is unknown; use one of {CACHE_MODES}")
+        if prefix_attention not in PREFIX_ATTENTION:
+            raise ConfigError(f"drafter prefix_attention={prefix_attention!r} is unknown; use one of "
+                              f"{PREFIX_ATTENTION} (config.json key prefix_attention)")
         self.model = model.eval()
-        self.mask_token_id, self.shifted, self.proposable, self.cache = mask_token_id, shifted, proposable, cache
+        self.mask_token_id, self.shifted, self.proposable = mask_token_id, shifted, proposable
+        self.causal = prefix_attention == "causal"
+        self.cache = ("prefix" if self.causal else "exact") if cache == "auto" else cache
         self.device = model.model.embed_tokens.weight.device
         self.max_seq_len = max_seq_len
         self.n_cached = 0
-        if cache == "prefix":
-            model.setup_cache(1, max_seq_len)
+        model.setup_cache(1, max_seq_len)
+        self.runner = BlockRunner(model, max_seq_len, compile, kv_step=128)
 
     def reset(self) -> None:
         self.n_cached = 0
@@ -43,41 +61,41 @@ class DiffusionDrafter:
     def window_logits(self, seq: torch.Tensor, length: int, canvas: torch.Tensor) -> torch.Tensor:
         """Logits (γ, V_verifier) for the window `canvas` (γ,) (MASK or fixed tokens) after seq[:length]."""
         gamma = canvas.shape[0]
-        if self.cache == "exact":
-            first = 0
-            ids = torch.cat([seq[:length], canvas])  # (L+γ,)
-            pos = torch.arange(ids.shape[0], device=self.device)
-            full = torch.ones(1, 1, ids.shape[0], ids.shape[0], dtype=torch.bool, device=self.device)
-            logits = self.model(ids[None], pos[None], full)[0]  # (L+γ, V_d)
-        else:
-            first, logits = self._cached_forward(seq, length, canvas)
-        rows = window_logit_index(length, gamma, self.shifted, self.device) - first  # (γ,)
+        start = 0 if self.cache == "exact" else min(self.n_cached, length - 1)
+        ids = torch.cat([seq[start:length], canvas])  # (m+γ,) uncached committed tokens, then the window
+        m = length - start
+        logits = self.runner(ids, torch.arange(start, length + gamma, device=self.device), start,
+                             self._relation(m, gamma))  # (m+γ, V_d)
+        if self.cache == "prefix":
+            # A causal drafter's committed tokens never see the window: all of them are final. A bidirectional
+            # one's last committed token saw the window, so it is re-encoded next pass.
+            self.n_cached = length if self.causal else length - 1
+        rows = window_logit_index(length, gamma, self.shifted, self.device) - start  # (γ,)
         return to_verifier_vocab(logits[rows], self.proposable)  # (γ, V)
 
-    def _cached_forward(self, seq: torch.Tensor, length: int, canvas: torch.Tensor):
-        # Committed tokens not yet cached are encoded seeing committed tokens only. The last committed
-        # token is always re-fed and sees the window too: with a shifted head it carries q_1.
-        start, gamma = min(self.n_cached, length - 1), canvas.shape[0]
-        ids = torch.cat([seq[start:length], canvas])  # (n_new+γ,)
-        slots = torch.arange(start, length + gamma, device=self.device)  # (n_new+γ,)
-        s = torch.arange(self.max_seq_len, device=self.device)  # (S,)
-        limit = torch.where(slots < length - 1, length, length + gamma)  # (n_new+γ,)
-        mask = (s[None, :] < limit[:, None])[None, None]  # (1, 1, n_new+γ, S)
-        logits = self.model(ids[None], slots[None], mask, slots)[0]  # (n_new+γ, V_d)
-        self.n_cached = length - 1  # the last token saw masks: re-encode it once it is not last
-        return start, logits
+    def _relation(self, m: int, gamma: int) -> torch.Tensor:
+        """(m+γ, m+γ) bool: which block tokens each of the m committed + γ window tokens sees."""
+        n = m + gamma
+        rel = torch.ones(n, n, dtype=torch.bool, device=self.device)  # the window sees everything
+        if self.causal:
+            rel[:m] = torch.ones(m, n, dtype=torch.bool, device=self.device).tril()  # (m, n) causal prefix
+        elif self.cache == "prefix":
+            rel[: m - 1, m:] = False  # committed tokens but the last: never the window
+        return rel
 
 
 class ARDrafter:
     """Autoregressive drafter with a static cache: catch up on committed tokens, then γ single steps."""
 
-    def __init__(self, model: Transformer, proposable: torch.Tensor, max_seq_len: int):
+    def __init__(self, model: Transformer, proposable: torch.Tensor, max_seq_len: int, compile: str = "eager"):
         self.model = model.eval()
         self.proposable = proposable
         self.device = model.model.embed_tokens.weight.device
         self.max_seq_len = max_seq_len
         self.n_cached = 0
         model.setup_cache(1, max_seq_len)
+        self.runner = BlockRunner(model, max_seq_len, compile)
+        self._tril: dict[int, torch.Tensor] = {}
 
     def reset(self) -> None:
         self.n_cached = 0
@@ -86,9 +104,10 @@ class ARDrafter:
     def step_logits(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         """Feed ids (n,) at slots start..start+n−1; logits (V_verifier,) of the last one."""
         n = ids.shape[0]
-        slots = start + torch.arange(n, device=self.device)  # (n,)
-        mask = causal_cache_mask(start, n, self.max_seq_len, self.device)  # (1, 1, n, S)
-        logits = self.model(ids[None], slots[None], mask, slots)[0, -1]  # (V_d,)
+        if n not in self._tril:
+            self._tril[n] = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
+        positions = start + torch.arange(n, device=self.device)  # (n,)
+        logits = self.runner(ids, positions, start, self._tril[n])[-1]  # (V_d,)
         return to_verifier_vocab(logits, self.proposable)
 
     def catch_up(self, seq: torch.Tensor, length: int) -> torch.Tensor:

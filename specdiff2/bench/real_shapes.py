@@ -1,0 +1,149 @@
+"""Real-size step latency with random bf16 weights: python -m specdiff2.bench.real_shapes [--shape qwen7b].
+
+Verifier verify steps of 1, 5, 17 and 33 tokens after a 512-token prefix, against the bandwidth floor
+(weight bytes + live KV bytes over the measured device-to-device copy bandwidth), for each execution mode:
+eager, CUDA graph, CUDA graph + compiled elementwise kernels. Then one diffusion-drafter pass (Dream-7B shape =
+Qwen2.5-7B shape, bidirectional) for γ = 16 and 32 after 512 tokens: exact (re-encode all) vs prefix cache.
+Prints one table per section; the device is named in the title.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from specdiff2.models.drafters import DiffusionDrafter
+from specdiff2.models.runner import BlockRunner
+from specdiff2.models.transformer import ModelArgs, Transformer, fuse_elementwise
+
+SHAPES = {  # config.json fields of the public checkpoints
+    "qwen7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
+                   num_kv_heads=4, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
+    "qwen14b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=13824, num_layers=48, num_heads=40,
+                    num_kv_heads=8, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
+    "pocket": dict(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=12, num_heads=8,
+                   num_kv_heads=2, head_dim=64, qkv_bias=True, max_position_embeddings=2048),
+}
+
+
+def random_model(shape: str, device="cuda", dtype=torch.bfloat16, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = Transformer(ModelArgs(**SHAPES[shape]))
+    model = model.to_empty(device=device).to(dtype)
+    for p in model.parameters():  # random, not zeros: zeros hide wrong indexing and run faster
+        p.data.normal_(0, 0.02)
+    return model.eval()
+
+
+def copy_bandwidth(nbytes: int = 2 << 30) -> float:
+    """Measured device-to-device copy bandwidth, bytes read + written per second."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), 20)
+    return 2 * nbytes / (ms / 1e3)
+
+
+def median_ms(fn, iters: int = 30, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def weight_bytes(model: Transformer) -> int:
+    seen = {}
+    for p in model.parameters():
+        seen[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_seq_len: int = 1024) -> list[dict]:
+    model.setup_cache(1, max_seq_len)
+    dev = model.lm_head.weight.device
+    ids = torch.randint(0, model.args.vocab_size, (prefix + max(sizes),), device=dev)
+    model.forward_block(ids[:prefix], torch.arange(prefix, device=dev), torch.zeros((), dtype=torch.long,
+                        device=dev), torch.ones(prefix, prefix, dtype=torch.bool, device=dev).tril(), prefix)
+    kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2  # bf16 K+V
+    wbytes = weight_bytes(model)
+    rows = []
+    for mode in modes:
+        fuse_elementwise(mode == "graph+fused")
+        runner = BlockRunner(model, max_seq_len, "eager" if mode == "eager" else "graph")
+        for n in sizes:
+            tril = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+            pos = torch.arange(prefix, prefix + n, device=dev)
+            ms = median_ms(lambda: runner(ids[prefix: prefix + n], pos, prefix, tril))
+            floor_ms = (wbytes + kv_per_token * (prefix + n)) / bw * 1e3
+            rows.append({"mode": mode, "tokens": n, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms})
+    fuse_elementwise(False)
+    return rows
+
+
+def drafter_rows(model: Transformer, prefix: int, gammas, bw: float, max_seq_len: int = 1024) -> list[dict]:
+    dev = model.lm_head.weight.device
+    proposable = torch.ones(model.args.vocab_size, dtype=torch.bool, device=dev)
+    seq = torch.randint(0, model.args.vocab_size - 2, (max_seq_len,), device=dev)
+    rows = []
+    for cache in ("exact", "prefix"):
+        drafter = DiffusionDrafter(model, model.args.vocab_size - 1, True, proposable, max_seq_len, cache,
+                                   "bidirectional", "graph")
+        for gamma in gammas:
+            canvas = torch.full((gamma,), model.args.vocab_size - 1, device=dev)
+            drafter.reset()
+            drafter.window_logits(seq, prefix, canvas)  # prime the prefix cache (prefix mode)
+            # A decode step commits a few tokens: time the pass after 4 new committed tokens.
+            def one_pass():
+                drafter.n_cached = prefix - 1 if cache == "prefix" else 0
+                drafter.window_logits(seq, prefix + 4, canvas)
+            rows.append({"cache": cache, "gamma": gamma, "prefix": prefix, "ms": median_ms(one_pass)})
+    return rows
+
+
+def print_rows(rows: list[dict], title: str) -> None:
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key, justify="right")
+    for r in rows:
+        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()])
+    Console(width=160).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shape", default="qwen7b", choices=sorted(SHAPES))
+    parser.add_argument("--prefix", type=int, default=512)
+    parser.add_argument("--modes", default="eager,graph,graph+fused")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name()
+    bw = copy_bandwidth()
+    model = random_model(args.shape)
+    print(f"{args.shape}: {weight_bytes(model) / 1e9:.2f} GB of weights; copy bandwidth {bw / 1e12:.2f} TB/s")
+    rows = verify_rows(model, args.prefix, (1, 5, 17, 33), args.modes.split(","), bw)
+    model.fuse()
+    rows += [{**r, "mode": r["mode"] + " +fused-qkv/mlp"}
+             for r in verify_rows(model, args.prefix, (1, 5, 17, 33), ["graph", "graph+fused"], bw)]
+    print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
+    drafts = drafter_rows(model, args.prefix, (16, 32), bw)
+    print_rows(drafts, f"{args.shape}-shape diffusion drafter pass (bidirectional), {name}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"real_shapes_{args.shape}.json").write_text(
+            json.dumps({"device": name, "copy_bw": bw, "verify": rows, "drafter": drafts}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

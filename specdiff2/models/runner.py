@@ -1,0 +1,109 @@
+"""Runs `Transformer.forward_block` eagerly, or as CUDA graphs captured per (block bucket, live-cache bucket).
+
+A decode step is a few hundred tiny kernels; on a GPU their launch costs more than their work. The runner
+pads a block of n tokens to a bucket n_b, picks the live-cache bucket kv_b ≥ start + n_b, and replays the
+graph captured for (n_b, kv_b) with the inputs copied into that graph's static buffers. Padding is inert by
+construction: a pad row sees only itself and the prefix, no real row sees a pad slot (its `intra` column is
+False), and pad rows write K/V only past the real block, slots no later step reads before rewriting.
+
+mode: "eager" (exact n, what CPU and tests use), "padded" (eager with the graph path's bucketing: tests the
+padding on CPU), "graph" (CUDA graphs). Capture is lazy: the first call at a new (n_b, kv_b) runs eagerly
+twice on a side stream (warm-up, then capture), which rewrites the same K/V values, so it is harmless.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specdiff2.errors import ConfigError
+from specdiff2.models.transformer import Transformer
+
+MODES = ("eager", "padded", "graph")
+
+
+def default_buckets(limit: int) -> list[int]:
+    """1, 2, 4, ... up to `limit` (inclusive of the first power of two ≥ limit, capped at limit)."""
+    out, b = [], 1
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return [*out, limit]
+
+
+class BlockRunner:
+    def __init__(self, model: Transformer, max_seq_len: int, mode: str = "eager", kv_step: int = 256,
+                 block_buckets: list[int] | None = None):
+        if mode not in MODES:
+            raise ConfigError(f"decode.compile mode {mode!r} is unknown; use one of {MODES}")
+        if mode == "graph" and model.lm_head.weight.device.type != "cuda":
+            raise ConfigError("CUDA graphs need a CUDA device; use decode.compile=eager on CPU")
+        self.model, self.max_seq_len, self.mode = model, max_seq_len, mode
+        self.kv_step = kv_step
+        self.block_buckets = block_buckets or default_buckets(max_seq_len)
+        self.device = model.lm_head.weight.device
+        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self.pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
+
+    @torch.no_grad()
+    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int, intra: torch.Tensor) -> torch.Tensor:
+        """Logits (n, V) for ids/positions (n,) at slots start..start+n−1 with block relation intra (n, n)."""
+        n = ids.shape[0]
+        if self.mode == "eager":
+            start_t = torch.tensor(start, device=self.device)
+            return self.model.forward_block(ids, positions, start_t, intra, start + n)
+        n_b = next((b for b in self.block_buckets if b >= n), n)
+        if start + n_b > self.max_seq_len:  # no room to pad near the context limit: exact size, eager
+            n_b = n
+        kv_b = min(self.max_seq_len, -(-(start + n_b) // self.kv_step) * self.kv_step)
+        ids_p, pos_p, intra_p = _pad(ids, positions, intra, n_b)
+        if self.mode == "padded":
+            start_t = torch.tensor(start, device=self.device)
+            return self.model.forward_block(ids_p, pos_p, start_t, intra_p, kv_b)[:n]
+        graph = self.graphs.get((n_b, kv_b))
+        if graph is None:
+            graph = self.graphs[(n_b, kv_b)] = _Graph(self.model, n_b, kv_b, self.pool, self.device)
+        return graph.run(ids_p, pos_p, start, intra_p)[:n]
+
+
+def _pad(ids, positions, intra, n_b):
+    n = ids.shape[0]
+    if n_b == n:
+        return ids, positions, intra
+    pad = n_b - n
+    ids_p = torch.cat([ids, ids.new_zeros(pad)])  # (n_b,)
+    pos_p = torch.cat([positions, positions[-1:].expand(pad)])  # (n_b,) any valid position
+    intra_p = torch.eye(n_b, dtype=torch.bool, device=ids.device)  # (n_b, n_b) pad rows: themselves only
+    intra_p[:n, :n] = intra
+    return ids_p, pos_p, intra_p
+
+
+class _Graph:
+    """One captured forward_block at a fixed (n_b, kv_b), with its static inputs and output."""
+
+    def __init__(self, model: Transformer, n_b: int, kv_b: int, pool, device):
+        self.model, self.n_b, self.kv_b = model, n_b, kv_b
+        self.ids = torch.zeros(n_b, dtype=torch.long, device=device)
+        self.positions = torch.zeros(n_b, dtype=torch.long, device=device)
+        self.start = torch.zeros((), dtype=torch.long, device=device)
+        self.intra = torch.zeros(n_b, n_b, dtype=torch.bool, device=device)
+        self.pool, self.graph, self.out = pool, None, None
+
+    def run(self, ids, positions, start: int, intra) -> torch.Tensor:
+        self.ids.copy_(ids)
+        self.positions.copy_(positions)
+        self.start.fill_(start)
+        self.intra.copy_(intra)
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.out
+
+    def _capture(self) -> None:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up: lazy cuBLAS/compile work must not happen inside capture
+            self.model.forward_block(self.ids, self.positions, self.start, self.intra, self.kv_b)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=self.pool):
+            self.out = self.model.forward_block(self.ids, self.positions, self.start, self.intra, self.kv_b)
