@@ -19,15 +19,16 @@ from specdiff2.decode.verifier import Verifier
 from specdiff2.models.transformer import fuse_elementwise
 
 
-def logits_diffs(dtype) -> float:
+def logits_diffs(dtype, kernels: str = "eager") -> float:
     """Worst |logits| difference, graph vs eager, over chain and tree verifies at several prefixes."""
     model = random_model("pocket", dtype=dtype)
     ids = torch.randint(0, 8192, (1024,), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     parents = torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda")
     paths = torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda")
     outs = {}
+    fuse_elementwise(False)
     for mode in ("eager", "graph"):
-        v = Verifier(model, 1024, mode)
+        v = Verifier(model, 1024, mode, kernels if mode == "graph" else "eager")
         res = []
         for prefix, n in ((5, 1), (100, 4), (300, 17), (333, 33), (990, 20)):
             v.prefill(ids[: prefix - 1])
@@ -39,8 +40,8 @@ def logits_diffs(dtype) -> float:
     return max((a - b).abs().max().item() for a, b in zip(outs["eager"], outs["graph"]))
 
 
-def greedy_tokens(model, mode: str, prompt, n_new: int):
-    v = Verifier(model, 1024, mode)
+def greedy_tokens(model, mode: str, prompt, n_new: int, kernels: str = "eager"):
+    v = Verifier(model, 1024, mode, kernels)
     seq = list(prompt)
     v.prefill(torch.tensor(seq[:-1], device="cuda"))
     empty = Draft.empty("cuda")
@@ -77,19 +78,22 @@ def hf_static_ms(model, prompt, n_new: int) -> float:
 def main() -> None:
     print(f"device: {torch.cuda.get_device_name()}")
     for dtype in (torch.float32, torch.bfloat16):
-        print(f"max |logits graph - eager| {dtype}: {logits_diffs(dtype):.3g}")
+        for kernels in ("eager", "elementwise", "block"):
+            print(f"max |logits graph/{kernels} - eager| {dtype}: {logits_diffs(dtype, kernels):.3g}")
+            fuse_elementwise(False)
     prompt = torch.randint(0, 8192, (64,), generator=torch.Generator().manual_seed(1)).tolist()
     for dtype in (torch.float32, torch.bfloat16):
         model = random_model("pocket", dtype=dtype)
-        a, ms_e = greedy_tokens(model, "eager", prompt, 200)
-        b, ms_g = greedy_tokens(model, "graph", prompt, 200)
-        fuse_elementwise(True)
-        c, ms_f = greedy_tokens(model, "graph", prompt, 200)
         fuse_elementwise(False)
-        agree = sum(x == y for x, y in zip(a, b)) / len(a)
-        agree_f = sum(x == y for x, y in zip(a, c)) / len(a)
-        print(f"{dtype}: greedy agreement graph/eager {agree:.3f}, graph+fused/eager {agree_f:.3f}; ms/token "
-              f"eager {ms_e:.2f}, graph {ms_g:.2f}, graph+fused {ms_f:.2f}")
+        ref, ms_e = greedy_tokens(model, "eager", prompt, 200)
+        line = [f"{dtype}: eager {ms_e:.2f} ms/token"]
+        for kernels in ("eager", "elementwise", "block"):
+            greedy_tokens(model, "graph", prompt, 200, kernels)  # warm-up: compilation and capture untimed
+            out, ms = greedy_tokens(model, "graph", prompt, 200, kernels)
+            agree = sum(x == y for x, y in zip(ref, out)) / len(ref)
+            line.append(f"graph/{kernels} {ms:.2f} ms/token, agreement with eager {agree:.3f}")
+            fuse_elementwise(False)
+        print("; ".join(line))
     model = random_model("pocket", dtype=torch.bfloat16)
     print(f"HF generate static cache (bf16, warmed): {hf_static_ms(model, prompt, 200):.2f} ms/token "
           f"(pocket shape {SHAPES['pocket']['num_layers']} layers)")

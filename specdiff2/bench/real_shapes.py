@@ -70,36 +70,42 @@ def weight_bytes(model: Transformer) -> int:
     return sum(seen.values())
 
 
+MODES = {  # label -> (BlockRunner mode, kernels)
+    "eager": ("eager", "eager"),
+    "graph": ("graph", "eager"),
+    "graph+elementwise": ("graph", "elementwise"),
+    "graph+block-compiled": ("graph", "block"),
+}
+
+
 def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_seq_len: int = 1024) -> list[dict]:
     model.setup_cache(1, max_seq_len)
     dev = model.lm_head.weight.device
     ids = torch.randint(0, model.args.vocab_size, (prefix + max(sizes),), device=dev)
-    model.forward_block(ids[:prefix], torch.arange(prefix, device=dev), torch.zeros((), dtype=torch.long,
-                        device=dev), torch.ones(prefix, prefix, dtype=torch.bool, device=dev).tril(), prefix)
+    model.forward_block(ids[:prefix], torch.zeros((), dtype=torch.long, device=dev), prefix)
     kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2  # bf16 K+V
     wbytes = weight_bytes(model)
     rows = []
-    for mode in modes:
-        fuse_elementwise(mode == "graph+fused")
-        runner = BlockRunner(model, max_seq_len, "eager" if mode == "eager" else "graph")
+    for label in modes:
+        mode, kernels = MODES[label]
+        fuse_elementwise(False)
+        runner = BlockRunner(model, max_seq_len, mode, kernels=kernels)
         for n in sizes:
-            tril = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-            pos = torch.arange(prefix, prefix + n, device=dev)
-            ms = median_ms(lambda: runner(ids[prefix: prefix + n], pos, prefix, tril))
+            ms = median_ms(lambda: runner(ids[prefix: prefix + n], prefix))
             floor_ms = (wbytes + kv_per_token * (prefix + n)) / bw * 1e3
-            rows.append({"mode": mode, "tokens": n, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms})
+            rows.append({"mode": label, "tokens": n, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms})
     fuse_elementwise(False)
     return rows
 
 
-def drafter_rows(model: Transformer, prefix: int, gammas, bw: float, max_seq_len: int = 1024) -> list[dict]:
+def drafter_rows(model: Transformer, prefix: int, gammas, kernels: str, max_seq_len: int = 1024) -> list[dict]:
     dev = model.lm_head.weight.device
     proposable = torch.ones(model.args.vocab_size, dtype=torch.bool, device=dev)
     seq = torch.randint(0, model.args.vocab_size - 2, (max_seq_len,), device=dev)
     rows = []
     for cache in ("exact", "prefix"):
         drafter = DiffusionDrafter(model, model.args.vocab_size - 1, True, proposable, max_seq_len, cache,
-                                   "bidirectional", "graph")
+                                   "bidirectional", "graph", kernels)
         for gamma in gammas:
             canvas = torch.full((gamma,), model.args.vocab_size - 1, device=dev)
             drafter.reset()
@@ -125,19 +131,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="qwen7b", choices=sorted(SHAPES))
     parser.add_argument("--prefix", type=int, default=512)
-    parser.add_argument("--modes", default="eager,graph,graph+fused")
+    parser.add_argument("--modes", default="eager,graph,graph+elementwise,graph+block-compiled")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     name = torch.cuda.get_device_name()
     bw = copy_bandwidth()
     model = random_model(args.shape)
     print(f"{args.shape}: {weight_bytes(model) / 1e9:.2f} GB of weights; copy bandwidth {bw / 1e12:.2f} TB/s")
-    rows = verify_rows(model, args.prefix, (1, 5, 17, 33), args.modes.split(","), bw)
+    modes = args.modes.split(",")
+    rows = verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "graph+block-compiled"], bw)
     model.fuse()
     rows += [{**r, "mode": r["mode"] + " +fused-qkv/mlp"}
-             for r in verify_rows(model, args.prefix, (1, 5, 17, 33), ["graph", "graph+fused"], bw)]
+             for r in verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "eager"], bw)]
     print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
-    drafts = drafter_rows(model, args.prefix, (16, 32), bw)
+    drafts = drafter_rows(model, args.prefix, (16, 32), "elementwise")
     print_rows(drafts, f"{args.shape}-shape diffusion drafter pass (bidirectional), {name}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

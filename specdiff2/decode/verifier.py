@@ -17,7 +17,7 @@ from specdiff2.models.transformer import Transformer
 
 
 class Verifier:
-    def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager"):
+    def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager", kernels: str = "eager"):
         limit = model.args.max_position_embeddings
         if max_seq_len > limit:
             raise ConfigError(f"decode.max_seq_len {max_seq_len} exceeds the verifier's context {limit}; lower it")
@@ -26,14 +26,7 @@ class Verifier:
         self.device = model.model.embed_tokens.weight.device
         self.vocab_rows = model.args.vocab_size
         model.setup_cache(1, max_seq_len)
-        self.runner = BlockRunner(model, max_seq_len, compile)
-        self._tril: dict[int, torch.Tensor] = {}
-
-    def causal(self, n: int) -> torch.Tensor:
-        """(n, n) lower-triangular bool, cached per n: a chain's block relation."""
-        if n not in self._tril:
-            self._tril[n] = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
-        return self._tril[n]
+        self.runner = BlockRunner(model, max_seq_len, compile, kernels=kernels)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> None:
@@ -41,9 +34,8 @@ class Verifier:
         n = ids.shape[0]
         if n == 0:
             return
-        positions = torch.arange(n, device=self.device)  # (P,)
         start = torch.zeros((), dtype=torch.long, device=self.device)
-        self.model.forward_block(ids, positions, start, self.causal(n), n)
+        self.model.forward_block(ids, start, n)  # a chain at slot 0
 
     @torch.no_grad()
     def verify(self, root: torch.Tensor, draft: Draft, start: int) -> torch.Tensor:
@@ -51,14 +43,13 @@ class Verifier:
         ids = torch.cat([root.view(1), draft.tokens])  # (N+1,)
         n = ids.shape[0]
         if draft.is_chain:
-            positions = start + torch.arange(n, device=self.device)  # (N+1,)
-            return self.runner(ids, positions, start, self.causal(n))
+            return self.runner(ids, start)
         # The root becomes node 0 of the tree; draft roots hang under it.
         parents = torch.cat([draft.parents.new_full((1,), -1), torch.where(draft.parents >= 0,
                                                                             draft.parents + 1, 0)])  # (N+1,)
         intra = tree_ancestors(parents)  # (N+1, N+1) a node sees its ancestors and itself
         positions = start + intra.sum(1) - 1  # (N+1,) depth-based
-        return self.runner(ids, positions, start, intra)
+        return self.runner(ids, start, positions, intra)
 
     def commit(self, start: int, path: torch.Tensor) -> None:
         """Make the accepted tree nodes' KV contiguous after the root (a chain prefix already is)."""

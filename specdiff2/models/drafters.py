@@ -38,7 +38,7 @@ class DiffusionDrafter:
 
     def __init__(self, model: Transformer, mask_token_id: int, shifted: bool, proposable: torch.Tensor,
                  max_seq_len: int, cache: str = "auto", prefix_attention: str = "bidirectional",
-                 compile: str = "eager"):
+                 compile: str = "eager", kernels: str = "eager"):
         if cache not in CACHE_MODES:
             raise ConfigError(f"drafter cache={cache!r} is unknown; use one of {CACHE_MODES}")
         if prefix_attention not in PREFIX_ATTENTION:
@@ -52,7 +52,7 @@ class DiffusionDrafter:
         self.max_seq_len = max_seq_len
         self.n_cached = 0
         model.setup_cache(1, max_seq_len)
-        self.runner = BlockRunner(model, max_seq_len, compile, kv_step=128)
+        self.runner = BlockRunner(model, max_seq_len, compile, kv_step=128, kernels=kernels)
 
     def reset(self) -> None:
         self.n_cached = 0
@@ -64,8 +64,8 @@ class DiffusionDrafter:
         start = 0 if self.cache == "exact" else min(self.n_cached, length - 1)
         ids = torch.cat([seq[start:length], canvas])  # (m+γ,) uncached committed tokens, then the window
         m = length - start
-        logits = self.runner(ids, torch.arange(start, length + gamma, device=self.device), start,
-                             self._relation(m, gamma))  # (m+γ, V_d)
+        positions = torch.arange(start, length + gamma, device=self.device)  # (m+γ,)
+        logits = self.runner(ids, start, positions, self._relation(m, gamma))  # (m+γ, V_d)
         if self.cache == "prefix":
             # A causal drafter's committed tokens never see the window: all of them are final. A bidirectional
             # one's last committed token saw the window, so it is re-encoded next pass.
@@ -87,15 +87,15 @@ class DiffusionDrafter:
 class ARDrafter:
     """Autoregressive drafter with a static cache: catch up on committed tokens, then γ single steps."""
 
-    def __init__(self, model: Transformer, proposable: torch.Tensor, max_seq_len: int, compile: str = "eager"):
+    def __init__(self, model: Transformer, proposable: torch.Tensor, max_seq_len: int, compile: str = "eager",
+                 kernels: str = "eager"):
         self.model = model.eval()
         self.proposable = proposable
         self.device = model.model.embed_tokens.weight.device
         self.max_seq_len = max_seq_len
         self.n_cached = 0
         model.setup_cache(1, max_seq_len)
-        self.runner = BlockRunner(model, max_seq_len, compile)
-        self._tril: dict[int, torch.Tensor] = {}
+        self.runner = BlockRunner(model, max_seq_len, compile, kernels=kernels)
 
     def reset(self) -> None:
         self.n_cached = 0
@@ -104,10 +104,8 @@ class ARDrafter:
     def step_logits(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         """Feed ids (n,) at slots start..start+n−1; logits (V_verifier,) of the last one."""
         n = ids.shape[0]
-        if n not in self._tril:
-            self._tril[n] = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
-        positions = start + torch.arange(n, device=self.device)  # (n,)
-        logits = self.runner(ids, positions, start, self._tril[n])[-1]  # (V_d,)
+        logits = self.runner(ids, start)[-1]  # (V_d,) a chain
+
         return to_verifier_vocab(logits, self.proposable)
 
     def catch_up(self, seq: torch.Tensor, length: int) -> torch.Tensor:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import torch
 
 from specdiff2.errors import ConfigError
-from specdiff2.models.transformer import Transformer
+from specdiff2.models.transformer import Transformer, fuse_elementwise
 
 MODES = ("eager", "padded", "graph")
+KERNEL_MODES = ("eager", "elementwise", "block")
 
 
 def default_buckets(limit: int) -> list[int]:
-    """1, 2, 4, ... up to `limit` (inclusive of the first power of two ≥ limit, capped at limit)."""
+    """1, 2, 4, ... below `limit`, then `limit`."""
     out, b = [], 1
     while b < limit:
         out.append(b)
@@ -31,37 +32,49 @@ def default_buckets(limit: int) -> list[int]:
 
 
 class BlockRunner:
+    """kernels: "eager" (PyTorch ops), "elementwise" (norms, RoPE, SiLU·up compiled: fewer kernels per layer),
+    "block" (the whole forward_block compiled with dynamic shapes: one compilation for every bucket)."""
+
     def __init__(self, model: Transformer, max_seq_len: int, mode: str = "eager", kv_step: int = 256,
-                 block_buckets: list[int] | None = None):
+                 block_buckets: list[int] | None = None, kernels: str = "eager"):
         if mode not in MODES:
-            raise ConfigError(f"decode.compile mode {mode!r} is unknown; use one of {MODES}")
+            raise ConfigError(f"decode.compile={mode!r} is unknown; use one of {MODES}")
+        if kernels not in KERNEL_MODES:
+            raise ConfigError(f"decode.kernels={kernels!r} is unknown; use one of {KERNEL_MODES}")
         if mode == "graph" and model.lm_head.weight.device.type != "cuda":
             raise ConfigError("CUDA graphs need a CUDA device; use decode.compile=eager on CPU")
         self.model, self.max_seq_len, self.mode = model, max_seq_len, mode
         self.kv_step = kv_step
         self.block_buckets = block_buckets or default_buckets(max_seq_len)
         self.device = model.lm_head.weight.device
-        self.graphs: dict[tuple[int, int], _Graph] = {}
+        self.graphs: dict[tuple[int, int, bool], _Graph] = {}
         self.pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
+        if kernels == "elementwise":  # process-wide switch: eager callers get the same maths, fewer kernels
+            fuse_elementwise(True)
+        self.forward = model.forward_block
+        if kernels == "block":
+            self.forward = torch.compile(model.forward_block, dynamic=True, fullgraph=True)
 
     @torch.no_grad()
-    def __call__(self, ids: torch.Tensor, positions: torch.Tensor, start: int, intra: torch.Tensor) -> torch.Tensor:
-        """Logits (n, V) for ids/positions (n,) at slots start..start+n−1 with block relation intra (n, n)."""
+    def __call__(self, ids: torch.Tensor, start: int, positions: torch.Tensor | None = None,
+                 intra: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n, V) for ids (n,) at slots start..start+n−1; positions/intra None = a chain."""
         n = ids.shape[0]
         if self.mode == "eager":
             start_t = torch.tensor(start, device=self.device)
-            return self.model.forward_block(ids, positions, start_t, intra, start + n)
+            return self.forward(ids, start_t, start + n, positions, intra)
         n_b = next((b for b in self.block_buckets if b >= n), n)
-        if start + n_b > self.max_seq_len:  # no room to pad near the context limit: exact size, eager
+        if start + n_b > self.max_seq_len:  # no room to pad near the context limit: exact size
             n_b = n
         kv_b = min(self.max_seq_len, -(-(start + n_b) // self.kv_step) * self.kv_step)
         ids_p, pos_p, intra_p = _pad(ids, positions, intra, n_b)
         if self.mode == "padded":
             start_t = torch.tensor(start, device=self.device)
-            return self.model.forward_block(ids_p, pos_p, start_t, intra_p, kv_b)[:n]
-        graph = self.graphs.get((n_b, kv_b))
+            return self.forward(ids_p, start_t, kv_b, pos_p, intra_p)[:n]
+        key = (n_b, kv_b, intra is None)
+        graph = self.graphs.get(key)
         if graph is None:
-            graph = self.graphs[(n_b, kv_b)] = _Graph(self.model, n_b, kv_b, self.pool, self.device)
+            graph = self.graphs[key] = _Graph(self.forward, n_b, kv_b, intra is None, self.pool, self.device)
         return graph.run(ids_p, pos_p, start, intra_p)[:n]
 
 
@@ -71,6 +84,8 @@ def _pad(ids, positions, intra, n_b):
         return ids, positions, intra
     pad = n_b - n
     ids_p = torch.cat([ids, ids.new_zeros(pad)])  # (n_b,)
+    if intra is None:  # a chain stays a chain: pad rows follow it and no real row sees them
+        return ids_p, None, None
     pos_p = torch.cat([positions, positions[-1:].expand(pad)])  # (n_b,) any valid position
     intra_p = torch.eye(n_b, dtype=torch.bool, device=ids.device)  # (n_b, n_b) pad rows: themselves only
     intra_p[:n, :n] = intra
@@ -78,32 +93,36 @@ def _pad(ids, positions, intra, n_b):
 
 
 class _Graph:
-    """One captured forward_block at a fixed (n_b, kv_b), with its static inputs and output."""
+    """One captured forward_block at a fixed (n_b, kv_b, chain or not), with its static inputs and output."""
 
-    def __init__(self, model: Transformer, n_b: int, kv_b: int, pool, device):
-        self.model, self.n_b, self.kv_b = model, n_b, kv_b
+    def __init__(self, forward, n_b: int, kv_b: int, chain: bool, pool, device):
+        self.forward, self.kv_b = forward, kv_b
         self.ids = torch.zeros(n_b, dtype=torch.long, device=device)
-        self.positions = torch.zeros(n_b, dtype=torch.long, device=device)
         self.start = torch.zeros((), dtype=torch.long, device=device)
-        self.intra = torch.zeros(n_b, n_b, dtype=torch.bool, device=device)
+        self.positions = None if chain else torch.zeros(n_b, dtype=torch.long, device=device)
+        self.intra = None if chain else torch.zeros(n_b, n_b, dtype=torch.bool, device=device)
         self.pool, self.graph, self.out = pool, None, None
 
     def run(self, ids, positions, start: int, intra) -> torch.Tensor:
         self.ids.copy_(ids)
-        self.positions.copy_(positions)
         self.start.fill_(start)
-        self.intra.copy_(intra)
+        if self.intra is not None:
+            self.positions.copy_(positions)
+            self.intra.copy_(intra)
         if self.graph is None:
             self._capture()
         self.graph.replay()
         return self.out
 
+    def _call(self):
+        return self.forward(self.ids, self.start, self.kv_b, self.positions, self.intra)
+
     def _capture(self) -> None:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up: lazy cuBLAS/compile work must not happen inside capture
-            self.model.forward_block(self.ids, self.positions, self.start, self.intra, self.kv_b)
+            self._call()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=self.pool):
-            self.out = self.model.forward_block(self.ids, self.positions, self.start, self.intra, self.kv_b)
+            self.out = self._call()

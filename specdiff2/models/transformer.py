@@ -120,6 +120,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x32.to(x.dtype)
 
 
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float):
+    """(x + delta, rms_norm(x + delta)): the residual add and the next norm in one kernel once compiled."""
+    x = x + delta
+    return x, rms_norm(x, weight, eps)
+
+
 def rotary_pair(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
@@ -130,7 +136,7 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 # The elementwise pieces of a layer. On CUDA `fuse_elementwise()` swaps in torch.compile'd versions (one
 # kernel each instead of 4–10): batch-1 decode runs ~13 kernels per layer instead of ~35.
-KERNELS = {"rms_norm": rms_norm, "rotary_pair": rotary_pair, "silu_mul": silu_mul}
+KERNELS = {"rms_norm": rms_norm, "add_rms_norm": add_rms_norm, "rotary_pair": rotary_pair, "silu_mul": silu_mul}
 _EAGER_KERNELS = dict(KERNELS)
 
 
@@ -276,6 +282,17 @@ class DecoderLayer(nn.Module):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache_slots, kv_len)
         return x + self.mlp(self.post_attention_layernorm(x))
 
+    def residual_step(self, x, delta, cos, sin, mask, cache_slots, kv_len):
+        """`forward` with the residual adds fused into the norms: returns (x + attention, MLP output)."""
+        norm1, norm2 = self.input_layernorm, self.post_attention_layernorm
+        if delta is None:
+            normed = norm1(x)
+        else:
+            x, normed = KERNELS["add_rms_norm"](x, delta, norm1.weight, norm1.eps)
+        attn = self.self_attn(normed, cos, sin, mask, cache_slots, kv_len)
+        x, normed = KERNELS["add_rms_norm"](x, attn, norm2.weight, norm2.eps)
+        return x, self.mlp(normed)
+
 
 class Backbone(nn.Module):
     """The HF `model.` submodule: embeddings, decoder layers, final norm."""
@@ -330,31 +347,38 @@ class Transformer(nn.Module):
             layer.self_attn.fuse()
             layer.mlp.fuse()
 
-    def forward_block(self, ids: torch.Tensor, positions: torch.Tensor, start: torch.Tensor,
-                      intra: torch.Tensor, kv_len: int) -> torch.Tensor:
+    def forward_block(self, ids: torch.Tensor, start: torch.Tensor, kv_len: int,
+                      positions: torch.Tensor | None = None, intra: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (n, V) of a block of n tokens written at cache slots start..start+n−1 (batch 1).
 
         Every token sees the slots < `start` (the cached prefix) and the block tokens that `intra` (n, n) bool
-        allows: lower-triangular for a chain, ancestors for a tree, a mask block's rows for a drafter window.
-        `start` is a 0-d device tensor and `kv_len` (≥ start + n) a static bucket: attention reads only
-        slots < kv_len, the mask is built once per forward, and nothing syncs with the host, so the call
-        can be captured in a CUDA graph and replayed for any `start` with the same (n, kv_len).
+        allows: ancestors for a tree, a drafter window's relation, None = a chain (lower-triangular, positions
+        start..start+n−1). `start` is a 0-d device tensor and `kv_len` (≥ start + n) a static bucket: attention
+        reads only slots < kv_len, the mask is built once per forward, and nothing syncs with the host, so the
+        call can be captured in a CUDA graph and replayed for any `start` with the same (n, kv_len).
         """
         n = ids.shape[0]
         slots = start + self._slots[:n]  # (n,) cache slots of the block
+        if positions is None:
+            positions = slots
         kv = self._slots[:kv_len]  # (S_live,)
-        offset = kv - start  # (S_live,) block index stored at each slot, if any
-        in_block = (offset >= 0) & (offset < n)  # (S_live,)
-        block = intra[:, offset.clamp(0, n - 1)] & in_block[None, :]  # (n, S_live)
-        mask = (kv < start)[None, :] | block  # (n, S_live)
+        offset = kv[None, :] - slots[:, None]  # (n, S_live) slot minus the row's own slot
+        if intra is None:
+            mask = offset <= 0  # (n, S_live) prefix and the chain up to itself
+        else:
+            col = kv - start  # (S_live,) block index stored at each slot, if any
+            in_block = (col >= 0) & (col < n)  # (S_live,)
+            mask = (kv < start)[None, :] | (intra[:, col.clamp(0, n - 1)] & in_block[None, :])  # (n, S_live)
         groups = self.args.num_heads // self.args.num_kv_heads
         mask = mask.repeat(groups, 1)[None, None]  # (1, 1, G*n, S_live): expanded once, shared by every layer
         h = self.model.embed_tokens(ids[None])  # (1, n, hidden)
         cos = self._rope[0][positions].to(h.dtype)[None, None]  # (1, 1, n, D)
         sin = self._rope[1][positions].to(h.dtype)[None, None]  # (1, 1, n, D)
+        delta = None  # each layer's MLP output, added inside the next layer's first norm (one kernel)
         for layer in self.model.layers:
-            h = layer(h, cos, sin, mask, slots, kv_len)
-        return self.lm_head(self.model.norm(h))[0]  # (n, V)
+            h, delta = layer.residual_step(h, delta, cos, sin, mask, slots, kv_len)
+        h, normed = KERNELS["add_rms_norm"](h, delta, self.model.norm.weight, self.model.norm.eps)
+        return self.lm_head(normed)[0]  # (n, V)
 
     def copy_cache_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         """Move K/V entries at slots `src` (N,) to slots `dst` (N,) in every layer.
