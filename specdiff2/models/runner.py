@@ -22,6 +22,17 @@ MODES = ("eager", "padded", "graph")
 KERNEL_MODES = ("eager", "elementwise", "block")
 
 
+def resolve_execution(compile: str, kernels: str, device: torch.device) -> tuple[str, str]:
+    """`decode.compile` / `decode.kernels` with `auto` resolved: CUDA graphs + a compiled block on CUDA, eager on CPU."""
+    cuda = torch.device(device).type == "cuda"
+    if compile not in ("auto", *MODES):
+        raise ConfigError(f"compile={compile!r} is unknown; use auto, eager or graph")
+    if kernels not in ("auto", *KERNEL_MODES):
+        raise ConfigError(f"kernels={kernels!r} is unknown; use auto, eager, elementwise or block")
+    mode = ("graph" if cuda else "eager") if compile == "auto" else compile
+    return mode, ("block" if cuda and mode == "graph" else "eager") if kernels == "auto" else kernels
+
+
 def default_buckets(limit: int) -> list[int]:
     """1, 2, 4, ... below `limit`, then `limit`."""
     out, b = [], 1
@@ -53,6 +64,8 @@ class BlockRunner:
             fuse_elementwise(True)
         self.forward = model.forward_block
         if kernels == "block":
+            # One compilation per (model, chain or not, n == 1): a handful per engine, far under this limit.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.forward = torch.compile(model.forward_block, dynamic=True, fullgraph=True)
 
     @torch.no_grad()
