@@ -273,3 +273,90 @@ def test_loss_mix_weighted_sum_and_components():
         LossMix({"streaks": 1.0})
     with pytest.raises(ConfigError):
         LossMix({"tvd": 1.0})(batch)  # no verifier distributions in the batch
+
+
+def _pad_topk(ids: torch.Tensor, logprobs: torch.Tensor, extra: int, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vLLM backend's padding: `extra` entries of id 0 with log-prob −inf appended, then shuffled in."""
+    shape = (*ids.shape[:-1], extra)
+    ids = torch.cat([ids, torch.zeros(shape, dtype=ids.dtype)], dim=-1)
+    logprobs = torch.cat([logprobs, torch.full(shape, float("-inf"), dtype=logprobs.dtype)], dim=-1)
+    order = torch.rand(ids.shape, generator=g).argsort(-1)
+    return ids.gather(-1, order), logprobs.gather(-1, order)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sparse_kl_padding_changes_neither_loss_nor_gradient(seed):
+    g = _gen(100 + seed)
+    V, k = 9, 4
+    logits = (torch.randn(3, 5, V, generator=g, dtype=F64) * 2).requires_grad_()
+    p = _rand_probs((3, 5, V), g)
+    ids = torch.rand(3, 5, V, generator=g).argsort(-1)[..., :k]  # random distinct ids, id 0 included at times
+    logprobs = p.log().gather(-1, ids)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True] * 5])
+    clean = forward_kl_loss(logits, mask=mask, verifier_topk_ids=ids, verifier_topk_logprobs=logprobs)
+    (clean_grad,) = torch.autograd.grad(clean.loss, logits)
+    pad_ids, pad_lps = _pad_topk(ids, logprobs, 3, g)
+    padded = forward_kl_loss(logits, mask=mask, verifier_topk_ids=pad_ids, verifier_topk_logprobs=pad_lps)
+    (padded_grad,) = torch.autograd.grad(padded.loss, logits)
+    torch.testing.assert_close(padded.loss, clean.loss, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(padded.per_row, clean.per_row, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(padded_grad, clean_grad, rtol=1e-12, atol=1e-14)
+
+
+def test_sparse_kl_whole_padded_row_is_the_empty_support():
+    """A row with nothing listed (the backend's appended EOS) is the trivial coarsening: KL 0, gradient 0."""
+    g = _gen(110)
+    logits = torch.randn(2, 3, 6, generator=g, dtype=F64, requires_grad=True)
+    p = _rand_probs((2, 3, 6), g)
+    ids = torch.tensor([1, 4, 0, 3]).expand(2, 3, 4).clone()  # (B, γ, k)
+    logprobs = p.log().gather(-1, ids)
+    ids[1], logprobs[1] = 0, float("-inf")  # row 1: every entry is padding
+    out = forward_kl_loss(logits, verifier_topk_ids=ids, verifier_topk_logprobs=logprobs)
+    (grad,) = torch.autograd.grad(out.loss, logits)
+    assert out.per_row[1] == 0 and (grad[1] == 0).all() and torch.isfinite(grad).all()
+    ref = forward_kl_loss(logits[:1], verifier_topk_ids=ids[:1], verifier_topk_logprobs=logprobs[:1])
+    torch.testing.assert_close(out.per_row[0], ref.per_row[0], rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sparse_kl_is_a_lower_bound_on_the_dense_kl(seed):
+    """Brute force: random p (with zeros), q (with −inf logits), random listed subsets, padding; KL_S ≤ KL."""
+    g = _gen(200 + seed)
+    V = 7
+    for trial in range(20):
+        logits = torch.randn(2, 3, V, generator=g, dtype=F64) * (1 + 3 * torch.rand((), generator=g, dtype=F64))
+        p = _rand_probs((2, 3, V), g, zeros=trial % 2 == 0)
+        k = int(torch.randint(1, V + 1, (), generator=g))
+        ids = torch.rand(2, 3, V, generator=g).argsort(-1)[..., :k]  # any subset, not only the top-k
+        ids, logprobs = _pad_topk(ids, p.log().gather(-1, ids), int(torch.randint(0, 3, (), generator=g)), g)
+        sparse = forward_kl_loss(logits, verifier_topk_ids=ids, verifier_topk_logprobs=logprobs).per_row
+        q = logits.softmax(-1)
+        dense = [sum(float(p[b, j, v] * (p[b, j, v] / q[b, j, v]).log()) for v in range(V) if p[b, j, v] > 0)
+                 for b in range(2) for j in range(3)]
+        dense = torch.tensor(dense, dtype=F64).view(2, 3).mean(-1)
+        assert (sparse <= dense + 1e-12).all(), (trial, sparse, dense)
+        assert (sparse >= -1e-12).all()
+        if k == V:  # everything listed: exact
+            torch.testing.assert_close(sparse, dense, rtol=1e-9, atol=1e-10)
+
+
+def test_kl_where_drafter_and_verifier_both_give_zero_is_finite():
+    """q = 0 (logit −inf) and p = 0 on the same id: the term is 0·log(0/0) = 0, never NaN, in loss and gradient."""
+    g = _gen(120)
+    logits = torch.randn(2, 3, 5, generator=g, dtype=F64)
+    logits[..., 2] = float("-inf")  # e.g. a drafter-only id the drafter masks out
+    logits.requires_grad_()
+    p = _rand_probs((2, 3, 5), g)
+    p[..., 2] = 0.0
+    p = p / p.sum(-1, keepdim=True)
+    ids = torch.tensor([2, 0, 1, 3]).expand(2, 3, 4)
+    for out in (forward_kl_loss(logits, p),
+                forward_kl_loss(logits, verifier_topk_ids=ids, verifier_topk_logprobs=p.log().gather(-1, ids))):
+        (grad,) = torch.autograd.grad(out.loss, logits)
+        assert torch.isfinite(out.loss) and torch.isfinite(grad).all()
+    keep = [0, 1, 3, 4]  # the same distributions without the id nobody can produce
+    dense = forward_kl_loss(logits, p)
+    ref = forward_kl_loss(logits.detach()[..., keep].clone().requires_grad_(), p[..., keep])
+    torch.testing.assert_close(dense.loss, ref.loss, rtol=1e-13, atol=1e-14)
+    (grad,) = torch.autograd.grad(dense.loss, logits)
+    assert (grad[..., 2] == 0).all()

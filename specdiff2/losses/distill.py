@@ -60,26 +60,33 @@ def forward_kl_loss(
 ) -> LossOutput:
     """Mean forward KL(p ‖ q) per valid position. Metric: "kl".
 
-    Dense form: verifier_probs (B, γ, V), exact (0·log 0 = 0). Sparse form (verifier_topk_ids,
-    verifier_topk_logprobs (B, γ, k), distinct ids): KL between the two distributions coarsened to the stored
-    support S plus one "rest of the vocabulary" bucket,
+    Dense form: verifier_probs (B, γ, V), exact (0·log 0 = 0, also where q = 0 too). Sparse form
+    (verifier_topk_ids, verifier_topk_logprobs (B, γ, k)): KL between the two distributions coarsened to the
+    listed support S plus one "rest of the vocabulary" bucket,
         Σ_{v∈S} p(v) log(p(v)/q(v)) + r_p log(r_p / r_q),   r = 1 − mass on S.
-    It is ≥ 0, a lower bound on the full KL (data processing), 0 when q = p, and exact when S holds all of p.
-    The bucket keeps q from being rewarded for piling p's tail mass onto S (what renormalised top-k KD does).
-    r_q is floored at machine epsilon: below that 1 − Σ_S q is rounding noise (e.g. k = V), not signal.
+    S is the set of entries with a finite log-prob: padding (any id, log-prob −inf, up to a whole padded row)
+    belongs to the rest bucket, so a padded list gives exactly the loss and gradient of the unpadded one.
+    Finite entries must have distinct ids. The loss is ≥ 0, a lower bound on the full KL (data processing
+    inequality: {v} for v ∈ S and the rest form a partition of the vocabulary), 0 when q = p, and exact when S
+    holds all of p. The bucket keeps q from being rewarded for piling p's tail mass onto S (what renormalised
+    top-k KD does). r_q is floored at machine epsilon: below that 1 − Σ_S q is rounding noise (e.g. k = V), not
+    signal; the floor only lowers the bucket term, so the bound still holds.
     """
     check_window(drafter_logits)
     valid = position_mask(mask, drafter_logits)
     logits = scaled_logits(drafter_logits, temperature)  # (B, γ, V)
     log_p, log_q, dense = verifier_support(logits, valid, verifier_probs, verifier_topk_ids, verifier_topk_logprobs)
     p = log_p.exp()  # (B, γ, S)
-    # Zero-probability verifier entries contribute 0; a finite stand-in for log p keeps 0·(−inf) out of autograd.
-    safe_log_p = torch.where(p > 0, log_p, 0.0)
-    kl = (p * (safe_log_p - log_q)).sum(dim=-1)  # (B, γ)
+    on_support = p > 0  # (B, γ, S): zero-probability and padded entries carry no term
+    # Finite stand-ins where p = 0 keep 0·(−inf) and 0·∞ (q = 0 there too) out of the loss and of autograd.
+    safe_log_p = torch.where(on_support, log_p, 0.0)
+    safe_log_q = torch.where(on_support, log_q, 0.0)
+    kl = (p * (safe_log_p - safe_log_q)).sum(dim=-1)  # (B, γ)
     if not dense:
-        rest_p = (-torch.expm1(torch.logsumexp(log_p, dim=-1))).clamp_min(0)  # (B, γ) verifier mass off S
-        eps = torch.finfo(logits.dtype).eps
-        rest_q = (-torch.expm1(torch.logsumexp(log_q, dim=-1))).clamp_min(eps)  # (B, γ) drafter mass off S
+        mass_p = torch.where(on_support, p, 0.0).sum(dim=-1)  # (B, γ) verifier mass on S
+        mass_q = torch.where(on_support, log_q.exp(), 0.0).sum(dim=-1)  # (B, γ) drafter mass on S
+        rest_p = (1.0 - mass_p).clamp_min(0)
+        rest_q = (1.0 - mass_q).clamp_min(torch.finfo(logits.dtype).eps)
         safe_log_rest_p = torch.where(rest_p > 0, rest_p, 1.0).log()
         kl = kl + rest_p * (safe_log_rest_p - rest_q.log())
     return _mean_output(torch.where(valid, kl, 0.0), valid, "kl")
