@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from specdiff2.errors import CheckpointError
+
 
 def align_logits(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
     """Return logits whose position i predicts token i.
@@ -21,3 +23,21 @@ def window_logit_index(prefix_len: int | torch.Tensor, gamma: int, shifted: bool
     """Raw-logit positions that carry q_1..q_γ for a pass over prefix ‖ MASK×γ."""
     offset = prefix_len - 1 if shifted else prefix_len
     return offset + torch.arange(gamma, device=device)  # (γ,)
+
+
+PREFIX_ATTENTION = ("causal", "bidirectional")
+
+
+def prefix_attention(config: dict) -> str:
+    """How a diffusion drafter's clean prefix attends, from its config.json (a dict).
+
+    "causal"         a prefix token sees earlier prefix tokens only; the MASK block sees the whole prefix and
+                     itself (the pocket drafter). The prefix is then encoded once in an exact KV cache, and
+                     many windows of one sequence can share one clean stream in training (`shared` packing).
+    "bidirectional"  prefix tokens also see the block (Dream, DiffuCoder, LLaDA): the default when the key
+                     is absent.
+    """
+    value = config.get("prefix_attention", "bidirectional")
+    if value not in PREFIX_ATTENTION:
+        raise CheckpointError(f"config.json prefix_attention={value!r} is unknown; use one of {PREFIX_ATTENTION}")
+    return value
