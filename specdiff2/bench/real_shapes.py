@@ -128,12 +128,16 @@ def print_rows(rows: list[dict], title: str) -> None:
 
 
 def main() -> None:
+    main_with(None)
+
+
+def main_with(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", default="qwen7b", choices=sorted(SHAPES))
     parser.add_argument("--prefix", type=int, default=512)
     parser.add_argument("--modes", default="eager,graph,graph+elementwise,graph+block-compiled")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     name = torch.cuda.get_device_name()
     bw = copy_bandwidth()
     model = random_model(args.shape)

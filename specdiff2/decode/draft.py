@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import torch
 
 
+_EMPTY: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 @dataclass
 class Draft:
     """Draft nodes in topological order, verified in one verifier forward.
@@ -31,8 +34,13 @@ class Draft:
 
     @classmethod
     def empty(cls, device) -> "Draft":
-        none = torch.zeros(0, dtype=torch.long, device=device)
-        return cls(none, none, None, none.view(1, 0), True)
+        # Cached per device: `ar` asks for one every step, and a fresh tensor is a launch on a slow host.
+        key = str(device)
+        if key not in _EMPTY:
+            none = torch.zeros(0, dtype=torch.long, device=device)
+            _EMPTY[key] = (none, none.view(1, 0))
+        none, paths = _EMPTY[key]
+        return cls(none, none, None, paths, True)
 
     @classmethod
     def chain(cls, tokens: torch.Tensor, q_probs: torch.Tensor | None = None, info: dict | None = None) -> "Draft":
@@ -69,3 +77,23 @@ class Draft:
         stats = {"drafts": k, "distinct_drafts": len({tuple(r) for r in rows}), "tree_size": len(tokens)}
         return cls(torch.tensor(tokens, device=dev), torch.tensor(parents, device=dev), node_q,
                    torch.tensor(paths, device=dev), k == 1, {**stats, **(info or {})})
+
+    def truncated(self, depth: int) -> "Draft":
+        """The same drafts cut to their first `depth` tokens (nodes re-indexed, topological order kept).
+
+        Cutting every draft at one depth chosen before looking at the tokens keeps multi-draft rejection
+        lossless; dropping single nodes by index would not (which nodes exist depends on shared prefixes).
+        """
+        if depth >= self.paths.shape[1]:
+            return self
+        if depth == 0:
+            return Draft.empty(self.tokens.device)
+        keep = torch.zeros(self.size, dtype=torch.bool, device=self.tokens.device)  # (N,)
+        kept_paths = self.paths[:, :depth]  # (K, d)
+        keep[kept_paths[kept_paths >= 0]] = True
+        new_index = keep.long().cumsum(0) - 1  # (N,) old node -> new node
+        parents = self.parents[keep]
+        parents = torch.where(parents >= 0, new_index[parents.clamp_min(0)], parents)
+        paths = torch.where(kept_paths >= 0, new_index[kept_paths.clamp_min(0)], kept_paths)
+        q = None if self.q_probs is None else self.q_probs[keep]
+        return Draft(self.tokens[keep], parents, q, paths, self.is_chain, {**self.info, "truncated_to": depth})

@@ -72,9 +72,13 @@ class DecodeEngine:
 
     def _step(self, seq, length, remaining, gen, timer):
         start = length - 1  # slot of the root: the last committed token
-        budget = min(remaining - 1, self.verifier.max_seq_len - length)  # room for drafts + the bonus
+        room = self.verifier.max_seq_len - length  # cache slots left after the committed tokens
+        # Drafts + the bonus may commit budget + 1 tokens, and must not pass max_new_tokens or the context.
+        budget = min(remaining - 1, room - 1)
         t = timer.start("drafter")
         draft = self.strategy.draft(seq, length, budget, self.sampling, gen)
+        if draft.size > room - 1:  # a tree writes every node: K drafts of depth d need up to K·d slots
+            draft = draft.truncated(max(0, (room - 1) // draft.paths.shape[0]))
         timer.stop(t)
         t = timer.start("verifier")
         logits = self.verifier.verify(seq[start], draft, start)  # (N+1, V)

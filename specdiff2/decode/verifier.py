@@ -40,7 +40,7 @@ class Verifier:
     @torch.no_grad()
     def verify(self, root: torch.Tensor, draft: Draft, start: int) -> torch.Tensor:
         """Logits (N+1, V) for the root token at slot `start` followed by the draft nodes."""
-        ids = torch.cat([root.view(1), draft.tokens])  # (N+1,)
+        ids = torch.cat([root.view(1), draft.tokens]) if draft.size else root.view(1)  # (N+1,)
         n = ids.shape[0]
         if draft.is_chain:
             return self.runner(ids, start)

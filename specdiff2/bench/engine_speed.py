@@ -1,0 +1,142 @@
+"""Engine speed against the fastest external baseline: python -m specdiff2.bench.engine_speed [overrides] [--real-shapes].
+
+One process, one GPU, the GPU pocket world. Per prompt set (HumanEval and the held-out code set): HF `generate`
+with a dynamic cache, with a static cache (compiled by transformers, warmed at the timed shapes), and assisted
+generation with the pocket AR drafter (best schedule); then the engine's methods. One table per prompt set:
+τ, tok/s, ratio to HF static, the time split (drafter / verifier / other) and agreement with HF static's greedy
+tokens. Then a profiler breakdown of one generation for `ar` and `specdiff`, and with --real-shapes the
+Qwen2.5-7B-shape tables of `real_shapes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from rich.console import Console
+from rich.table import Table
+
+from specdiff2.bench.common import compose
+from specdiff2.bench.hf_baselines import hf_rows
+from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.metrics import aggregate
+from specdiff2.decode.run import build_engine, pick_device
+from specdiff2.pocket.world import ensure_pocket_world
+
+METHODS = [
+    "decode=ar",
+    "decode=sd_ar decode.strategy.gamma=4",
+    "decode=sd_ar decode.strategy.gamma=8",
+    "decode=specdiff decode.strategy.gamma=16",
+    "decode=specdiff decode.strategy.gamma=32",
+    "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4",
+    "decode=diffuspec",
+]
+
+
+def agreement(ref: list[list[int]], out: list[list[int]]) -> float:
+    """Fraction of positions (over the shorter of each pair) where the greedy tokens are equal."""
+    same = total = 0
+    for a, b in zip(ref, out):
+        n = min(len(a), len(b))
+        same += sum(x == y for x, y in zip(a[:n], b[:n]))
+        total += n
+    return same / max(total, 1)
+
+
+def engine_rows(base_overrides: list[str], methods: list[str], prompts: list[list[int]], max_new: int) -> list[dict]:
+    rows = []
+    for method in methods:
+        cfg = compose("decode", [*base_overrides, *method.split()])
+        try:
+            engine = build_engine(cfg)
+        except Exception as err:  # one broken method must not cost the whole GPU run: report it in the table
+            rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
+            continue
+        for ids in prompts:  # warm-up at the timed shapes: every graph captured, every kernel compiled
+            engine.generate(ids, max_new)
+        gens = [engine.generate(ids, max_new, seed=cfg.seed + i) for i, ids in enumerate(prompts)]
+        rows.append({"method": method, **aggregate([g.metrics for g in gens]),
+                     "outputs": [g.token_ids for g in gens]})
+        print(json.dumps({k: rows[-1][k] for k in ("method", "mean_accept_len", "tokens_per_s")}), flush=True)
+        del engine
+    return rows
+
+
+def profile_one(base_overrides: list[str], method: str, ids: list[int], max_new: int) -> str:
+    """Top operators by GPU time and the host-side total for one warmed generation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine = build_engine(compose("decode", [*base_overrides, *method.split()]))
+    engine.generate(ids, max_new)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        gen = engine.generate(ids, max_new)
+    steps = gen.metrics["verifier_steps"]
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50)
+    return f"--- {method}: {steps} steps, {gen.metrics['wall_s'] * 1e3 / steps:.2f} ms/step ---\n{table}"
+
+
+def print_rows(rows: list[dict], title: str, static_tps: float, ref_outputs) -> None:
+    table = Table(title=title)
+    for col in ("method", "τ", "tok/s", "x HF static", "draft s", "verify s", "other s", "other %", "agree"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["method"], "error", r["error"][:80], *[""] * 6)
+            continue
+        wall = r.get("wall_s", 0.0)
+        split = [f"{r[k]:.2f}" if k in r else "" for k in ("drafter_s", "verifier_s", "other_s")]
+        other = f"{100 * r['other_s'] / wall:.0f}%" if wall else ""
+        table.add_row(r["method"], f"{r.get('mean_accept_len', 1.0):.2f}", f"{r['tokens_per_s']:.0f}",
+                      f"{r['tokens_per_s'] / static_tps:.2f}x", *split, other,
+                      f"{agreement(ref_outputs, r['outputs']):.3f}")
+    Console(width=200).print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*", default=["pocket=gpu"])
+    parser.add_argument("--sets", default="humaneval,heldout", help="prompt sets (conf/data options)")
+    parser.add_argument("--prompts", type=int, default=6)
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--method", action="append", help="engine method overrides (default: METHODS)")
+    parser.add_argument("--no-hf", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--real-shapes", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    base = compose("decode", args.overrides)
+    world = ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else str(pick_device("auto"))
+    results = {"device": device, "sets": {}}
+    for name in args.sets.split(","):
+        cfg = compose("decode", [*args.overrides, f"data={name}", f"data.prompts.limit={args.prompts}"])
+        engine = build_engine(compose("decode", [*args.overrides, "decode=ar"]))
+        tok = engine.tokenizer
+        prompts = [tok(p.text, add_special_tokens=False)["input_ids"] for p in load_prompts(instantiate(cfg.data.prompts))]
+        del engine
+        hf = [] if args.no_hf else hf_rows(world.verifier, world.ar_drafter, prompts, args.max_new_tokens,
+                                           tok.eos_token_id)
+        rows = engine_rows([*args.overrides, f"data={name}"], args.method or METHODS, prompts, args.max_new_tokens)
+        static = next((r for r in hf if "static" in r["method"]), None)
+        ref = static["outputs"] if static else next(r["outputs"] for r in rows if "outputs" in r)
+        print_rows(hf + rows, f"{name}: {len(prompts)} prompts × {args.max_new_tokens} new tokens, greedy, bf16, "
+                   f"{device}", static["tokens_per_s"] if static else rows[0]["tokens_per_s"], ref)
+        results["sets"][name] = [{k: v for k, v in r.items() if k != "outputs"} for r in hf + rows]
+    if args.profile:
+        for method in ("decode=ar", "decode=specdiff decode.strategy.gamma=16"):
+            print(profile_one(args.overrides, method, prompts[0], 64))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "engine_speed.json").write_text(json.dumps(results, indent=2))
+    if args.real_shapes:
+        from specdiff2.bench import real_shapes
+
+        real_shapes.main_with(["--out", args.out] if args.out else [])
+
+
+if __name__ == "__main__":
+    main()
