@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ import numpy as np
 
 from specdiff2.data.prompts import PromptSource, load_prompts
 from specdiff2.data.trajectory_backends import make_backend
-from specdiff2.decode.ar_batch import SamplingConfig
+from specdiff2.decode.ar_batch import TrajectoryLimits
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
 
 MANIFEST = "manifest.json"
+SHARD_NAME = re.compile(r"shard-\d{5}(\.tmp)?")  # shard dirs and their temp dirs: all this module ever writes
 
 
 @dataclass
@@ -68,9 +71,11 @@ class GenerationSpec:
         for name in ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens"):
             require(getattr(self, name) > 0, f"generation.{name} must be > 0, got {getattr(self, name)}")
 
-    def sampling(self, vocab_limit: int | None) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.topk_logprobs,
-                              self.logprob_temperature, vocab_limit)
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p)
+
+    def limits(self, vocab_limit: int | None) -> TrajectoryLimits:
+        return TrajectoryLimits(self.max_new_tokens, self.topk_logprobs, self.logprob_temperature, vocab_limit)
 
 
 @dataclass
@@ -136,21 +141,36 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)  # atomic: readers see the old or the new manifest, never half of one
 
 
-def _open_manifest(out: Path, fp: str, spec: GenerationSpec, num_shards: int) -> dict:
+def _open_manifest(out: Path, fp: str, spec: GenerationSpec, num_shards: int, key: str) -> dict:
     path = out / MANIFEST
+    require(not out.exists() or out.is_dir(), f"trajectory store {out} is a file, not a directory; "
+            f"pass {key}=NEW_DIR", DataError)
     if path.is_file():
-        manifest = json.loads(path.read_text())
-        require(manifest.get("fingerprint") == fp,
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"trajectory store {out} has an unreadable {MANIFEST} ({type(err).__name__}); "
+                            f"delete that directory or pass {key}=NEW_DIR") from None
+        require(isinstance(manifest, dict) and manifest.get("fingerprint") == fp,
                 f"trajectory store {out} was made with other settings or another verifier; "
-                "delete it or pass data.store_dir=NEW_DIR", DataError)
+                f"delete it or pass {key}=NEW_DIR", DataError)
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        # Never take over (and later clean) a directory the project did not create: it may hold user data.
+        require(not out.exists() or not any(out.iterdir()),
+                f"{out} is a non-empty directory but not a trajectory store (no {MANIFEST}), so it is left "
+                f"untouched; pass {key}=NEW_DIR (a new or empty directory)", DataError)
         manifest = {"fingerprint": fp, "spec": dataclasses.asdict(spec), "num_shards": num_shards,
                     "shards": [], "complete": False}
-        _write_json(path, manifest)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(path, manifest)
+        except OSError as err:
+            raise DataError(f"cannot create the trajectory store {out} ({err.strerror or type(err).__name__}); "
+                            f"pass {key}=A_WRITABLE_DIR") from None
     listed = {s["name"] for s in manifest["shards"]}
-    for entry in out.iterdir():  # debris of a killed run: temp dirs and shards renamed but never listed
-        if entry.is_dir() and entry.name not in listed:
+    for entry in out.iterdir():  # debris of a killed run (only names this module writes): temp or unlisted shards
+        ours = entry.is_dir() and SHARD_NAME.fullmatch(entry.name)
+        if ours and (entry.suffix == ".tmp" or entry.name not in listed):
             shutil.rmtree(entry)
     return manifest
 
@@ -196,7 +216,7 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     num_shards = -(-len(prompts.ids) // spec.prompts_per_shard)
     fp = fingerprint(spec, verifier_dir, prompts)
     out = out / fp[:16] if keyed else out
-    manifest = _open_manifest(out, fp, spec, num_shards)
+    manifest = _open_manifest(out, fp, spec, num_shards, "data.store_root" if keyed else "data.store_dir")
     backend = None
     for k in range(len(manifest["shards"]), num_shards):
         if backend is None:
