@@ -6,13 +6,15 @@ import torch
 from specdiff2.data.windows import (
     Trajectory,
     WindowCollator,
+    default_packing,
     window_logits,
     window_offsets,
     window_targets,
     window_topk,
 )
 from specdiff2.losses import streak_loss
-from specdiff2.models.diffusion import align_logits
+from specdiff2.errors import CheckpointError
+from specdiff2.models.diffusion import align_logits, prefix_attention
 
 GAMMA, MASK_ID, VOCAB = 4, 1, 48
 
@@ -86,22 +88,33 @@ def test_exact_packing_equals_one_window_per_forward(packing, shifted):
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_shared_packing_equals_its_per_window_semantics_and_differs_from_exact():
+@pytest.mark.parametrize("packing", ["shared", "exact"])
+def test_causal_prefix_packings_equal_one_window_per_forward(packing):
+    """For a causal drafter both packings are exact: the drafting pass with a causal prefix, window by window."""
     model, trajs = tiny_drafter(1), trajectories(seed=1)
     groups = [[(t, o) for o in window_offsets(tr.prompt_len, len(tr.tokens), GAMMA, 2, 64)]
               for t, tr in enumerate(trajs)]
-    batch = WindowCollator(trajs, GAMMA, MASK_ID, True, "shared")(groups)
-    assert batch["input_ids"].shape[0] == len(trajs)
     windows = [w for g in groups for w in g]
+    collate = WindowCollator(trajs, GAMMA, MASK_ID, True, packing, row_tokens=64, prefix_attention="causal")
+    batch = collate(groups if packing == "shared" else [[w] for w in windows])
+    if packing == "shared":
+        assert batch["input_ids"].shape[0] == len(trajs)
     packed_loss, packed_grads = loss_and_grads(model, window_logits(model, batch), batch["targets"], batch["mask"])
     ref_loss, ref_grads = loss_and_grads(model, reference_logits(model, trajs, windows, True, prefix_causal=True),
                                          batch["targets"], batch["mask"])
     torch.testing.assert_close(packed_loss, ref_loss, rtol=1e-5, atol=1e-6)
     for name, grad in ref_grads.items():
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
-    exact_loss, _ = loss_and_grads(model, reference_logits(model, trajs, windows, True), batch["targets"],
-                                   batch["mask"])
-    assert abs(float(exact_loss - packed_loss)) > 1e-4  # documented approximation, not the drafting pass
+    bidirectional_loss, _ = loss_and_grads(model, reference_logits(model, trajs, windows, True), batch["targets"],
+                                           batch["mask"])
+    assert abs(float(bidirectional_loss - packed_loss)) > 1e-4  # the two prefix attentions really differ
+
+
+def test_default_packing_follows_prefix_attention():
+    assert default_packing("causal") == "shared" and default_packing("bidirectional") == "exact"
+    assert prefix_attention({}) == "bidirectional" and prefix_attention({"prefix_attention": "causal"}) == "causal"
+    with pytest.raises(CheckpointError, match="prefix_attention='sideways'"):
+        prefix_attention({"prefix_attention": "sideways"})
 
 
 def test_offsets_targets_and_topk_alignment():

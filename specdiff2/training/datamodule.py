@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from specdiff2.data.trajectories import load_trajectories
-from specdiff2.data.windows import PACKINGS, Trajectory, WindowCollator, window_offsets
+from specdiff2.data.windows import PACKINGS, Trajectory, WindowCollator, default_packing, window_offsets
 from specdiff2.errors import ConfigError, DataError, require
 
 # Lightning cannot see that the stream position lives in the datamodule's state, and warns on mid-epoch resume.
@@ -86,9 +86,13 @@ class TrajectoryDataModule(L.LightningDataModule):
                  stride: int = 1, max_len: int = 512, windows_per_batch: int = 32, blocks_per_row: int = 8,
                  row_tokens: int = 1024, val_fraction: float = 0.1, val_stride: int | None = None,
                  max_val_windows: int = 256, val_windows_per_batch: int | None = None, seed: int = 0,
-                 num_workers: int = 0, pad_id: int = 0):
+                 num_workers: int = 0, pad_id: int = 0, prefix_attention: str = "bidirectional"):
         super().__init__()
-        require(packing in PACKINGS, f"data.windows.packing={packing!r}; choose one of {PACKINGS}", ConfigError)
+        # auto: shared for a causal-prefix drafter (exact, prefix encoded once), exact otherwise (data/windows.py)
+        packing = default_packing(prefix_attention) if packing == "auto" else packing
+        require(packing in PACKINGS, f"data.windows.packing={packing!r}; choose auto or one of {PACKINGS}",
+                ConfigError)
+        self.prefix_attention = prefix_attention
         require(packing != "shared" or windows_per_batch % blocks_per_row == 0,
                 f"windows_per_batch {windows_per_batch} must be a multiple of blocks_per_row {blocks_per_row}")
         self.store_dir, self.gamma, self.mask_token_id, self.shifted = store_dir, gamma, mask_token_id, shifted
@@ -128,7 +132,7 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def _collator(self, packing: str) -> WindowCollator:
         return WindowCollator(self.trajectories, self.gamma, self.mask_token_id, self.shifted, packing,
-                              self.row_tokens, self.pad_id)
+                              self.row_tokens, self.pad_id, self.prefix_attention)
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()
