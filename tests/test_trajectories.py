@@ -134,3 +134,66 @@ def test_text_prompts_and_vllm_selection(micro_world, tmp_path):
         with pytest.raises(ConfigError, match="pip install vllm"):
             generate_trajectories(spec, micro_world.verifier, tmp_path / "v", tokens_dir=micro_world.tokens,
                                   log=lambda *_: None)
+
+
+def _user_tree(root):
+    """A directory a user might point data.store_dir at by mistake: files and subdirectories of their own."""
+    (root / "results" / "run1").mkdir(parents=True)
+    (root / "results" / "run1" / "weights.bin").write_bytes(b"precious")
+    (root / "shard-notes").mkdir()
+    (root / "README.txt").write_text("mine")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_store_refuses_a_non_empty_directory_it_did_not_create(micro_world, tmp_path):
+    user = tmp_path / "user"
+    before = _user_tree(user)
+    with pytest.raises(DataError, match="not a trajectory store") as err:
+        generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, user, tokens_dir=micro_world.tokens,
+                              log=lambda *_: None)
+    assert "\n" not in str(err.value) and "data.store_dir=" in str(err.value)
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before
+    assert (user / "results" / "run1" / "weights.bin").read_bytes() == b"precious"
+    # An empty existing directory is fine, and so is a file of the user's beside a store's shards: kept.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store = generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, empty,
+                                  tokens_dir=micro_world.tokens, log=lambda *_: None)
+    (store / "notes").mkdir()
+    (store / "shard-00009.tmp").mkdir()  # debris name this module writes: cleaned
+    generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, store, tokens_dir=micro_world.tokens,
+                          log=lambda *_: None)
+    assert (store / "notes").is_dir() and not (store / "shard-00009.tmp").exists()
+
+
+def test_store_path_that_is_a_file_or_unwritable_is_one_line(micro_world, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for target in (afile, afile / "sub"):
+        with pytest.raises(DataError, match="data.store_dir=") as err:
+            generate_trajectories(GenerationSpec(**SPEC), micro_world.verifier, target,
+                                  tokens_dir=micro_world.tokens, log=lambda *_: None)
+        assert "\n" not in str(err.value)
+    assert afile.read_text() == "x"
+
+
+def test_train_with_store_dir_on_user_files_stops_with_one_line(micro_world, tmp_path):
+    """The whole entry point: train.py exits 2 with one line naming data.store_dir, and deletes nothing."""
+    import os
+    from pathlib import Path
+
+    user = tmp_path / "user"
+    before = _user_tree(user)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SPECDIFF2_ROOT": str(root)}
+    world = micro_world.root
+    proc = subprocess.run(
+        [sys.executable, str(root / "train.py"), f"data.store_dir={user}", f"verifier.path={world / 'verifier'}",
+         f"drafter.path={world / 'drafter'}", "verifier.pocket=false", "drafter.pocket=false",
+         f"data.tokens_dir={world / 'tokens'}", "data.generation.num_prompts=4", "logger=csv",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert lines[-1].startswith("error:") and "data.store_dir=" in lines[-1] and "Traceback" not in proc.stderr
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before

@@ -1,4 +1,5 @@
-"""Evaluation and trajectory prompts: HumanEval, GSM8K, Spec-Bench (read from ../shared/data) or any JSONL."""
+"""Evaluation and trajectory prompts: HumanEval, GSM8K, Spec-Bench (read from ../shared/data), any JSONL, or the
+held-out code set (signature + docstring prompts from packages the pocket corpus excludes; `data/heldout.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from specdiff2.data.heldout import heldout_functions
 from specdiff2.errors import DataError
 
 FILES = {
@@ -24,7 +26,8 @@ class Prompt:
 
 @dataclass
 class PromptSource:
-    """Which prompts to read. `name` is humaneval, gsm8k, spec_bench or jsonl (then `path` is required)."""
+    """Which prompts to read. `name` is humaneval, gsm8k, spec_bench, jsonl (then `path` is required) or heldout
+    (then `packages`, normally the pocket corpus's `heldout_packages`, and `roots`, its corpus roots)."""
 
     name: str = "humaneval"
     data_dir: str = "../shared/data"
@@ -33,11 +36,14 @@ class PromptSource:
     offset: int = 0
     category: str | None = None  # Spec-Bench subtask (mt_bench, translation, summarization, qa, math_reasoning, rag)
     gsm8k_template: str = "Question: {question}\nAnswer:"
+    packages: list[str] | None = None  # heldout: the packages held out of the corpus
+    roots: list[str] | None = None  # heldout: where they are installed (None: this interpreter's)
+    max_prompt_chars: int = 1200  # heldout: longer signature + docstring prompts are skipped
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise DataError(f"prompt file {path} not found; pass data.path=FILE.jsonl or fix data.data_dir")
+        raise DataError(f"prompt file {path} not found; pass data=jsonl data.prompts.path=FILE.jsonl or fix paths.data_dir")
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     with opener(path, "rt", encoding="utf-8") as f:
@@ -59,15 +65,27 @@ def _text_of(row: dict, path: Path, n: int) -> str:
     raise DataError(f"{path} row {n} has none of the fields prompt/text/question/turns; add one of them")
 
 
+def _select(prompts: list[Prompt], source: PromptSource, where) -> list[Prompt]:
+    end = None if source.limit is None else source.offset + source.limit
+    prompts = prompts[source.offset:end]
+    if not prompts:
+        raise DataError(f"no prompts selected from {where} (offset {source.offset}, limit {source.limit}, "
+                        f"category {source.category}); widen the selection")
+    return prompts
+
+
 def load_prompts(source: PromptSource) -> list[Prompt]:
+    if source.name == "heldout":
+        functions = heldout_functions(list(source.packages or []), source.roots, source.max_prompt_chars)
+        return _select([Prompt(f.id, f.prompt) for f in functions], source, "the held-out packages")
     if source.name == "jsonl":
         if not source.path:
-            raise DataError("data.name=jsonl needs data.path=FILE.jsonl")
+            raise DataError("data=jsonl needs a prompt file; pass data.prompts.path=FILE.jsonl")
         path = Path(source.path)
     elif source.name in FILES:
         path = Path(source.data_dir) / FILES[source.name]
     else:
-        raise DataError(f"unknown prompt set {source.name!r}; use one of {sorted(FILES) + ['jsonl']}")
+        raise DataError(f"unknown prompt set {source.name!r}; use one of {sorted(FILES) + ['heldout', 'jsonl']}")
     rows = _read_jsonl(path)
     if source.name == "spec_bench" and source.category:
         rows = [r for r in rows if r.get("category") == source.category]
@@ -79,9 +97,4 @@ def load_prompts(source: PromptSource) -> list[Prompt]:
             text = _text_of(row, path, n)
         pid = str(row.get("task_id", row.get("question_id", row.get("id", n))))
         prompts.append(Prompt(pid, text))
-    end = None if source.limit is None else source.offset + source.limit
-    prompts = prompts[source.offset:end]
-    if not prompts:
-        raise DataError(f"no prompts selected from {path} (offset {source.offset}, limit {source.limit}, "
-                        f"category {source.category}); widen the selection")
-    return prompts
+    return _select(prompts, source, path)

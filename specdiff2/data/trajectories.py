@@ -63,12 +63,15 @@ class GenerationSpec:
     def __post_init__(self):
         if isinstance(self.prompts, dict):
             self.prompts = PromptSource(**self.prompts)
-        require(self.source in ("corpus", "prompts"), f"generation.source={self.source!r}; use corpus or prompts")
+        require(self.source in ("corpus", "prompts"),
+                f"data.generation.source={self.source!r}; use data.generation.source=corpus or prompts")
         require(self.source != "prompts" or self.prompts is not None,
-                "generation.source=prompts needs generation.prompts (name: humaneval|gsm8k|spec_bench|jsonl)")
-        require(self.backend in ("engine", "vllm"), f"generation.backend={self.backend!r}; use engine or vllm")
+                "data.generation.source=prompts needs data.generation.prompts (name: humaneval|gsm8k|spec_bench|"
+                "jsonl)")
+        require(self.backend in ("engine", "vllm"),
+                f"data.generation.backend={self.backend!r}; use data.generation.backend=engine or vllm")
         for name in ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens"):
-            require(getattr(self, name) > 0, f"generation.{name} must be > 0, got {getattr(self, name)}")
+            require(getattr(self, name) > 0, f"data.generation.{name} must be > 0, got {getattr(self, name)}")
 
     def sampling(self, vocab_limit: int | None) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.topk_logprobs,
@@ -97,7 +100,8 @@ def corpus_prompts(spec: GenerationSpec, tokens_dir: str | Path) -> PromptSet:
     eligible = np.flatnonzero(lengths > spec.prompt_tokens)
     require(len(eligible) >= spec.num_prompts,
             f"only {len(eligible)} {spec.split} files have more than {spec.prompt_tokens} tokens, "
-            f"{spec.num_prompts} prompts asked; lower data.generation.num_prompts or prompt_tokens", DataError)
+            f"{spec.num_prompts} prompts asked; lower data.generation.num_prompts or data.generation.prompt_tokens",
+            DataError)
     chosen = np.random.default_rng(spec.seed).choice(eligible, spec.num_prompts, replace=False)
     rows = split.select(chosen.tolist())
     return PromptSet([f"{spec.split}/{sha[:16]}" for sha in rows["sha"]],
@@ -110,7 +114,8 @@ def text_prompts(spec: GenerationSpec, tokenizer) -> PromptSet:
     for prompt in prompts:
         if spec.chat_template:
             require(getattr(tokenizer, "chat_template", None) is not None,
-                    "generation.chat_template=true but the verifier tokenizer has no chat template; set it false")
+                    "data.generation.chat_template=true but the verifier tokenizer has no chat template; "
+                    "set data.generation.chat_template=false")
             ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
                                                 add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
@@ -205,8 +210,8 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     verifier_dir, out = Path(verifier_dir), Path(out_dir)
     tokenizer = _tokenizer(verifier_dir)
     if spec.source == "corpus":
-        require(tokens_dir is not None, "generation.source=corpus needs the pocket token dataset; use a pocket "
-                "verifier or set data.generation.source=prompts", ConfigError)
+        require(tokens_dir is not None, "data.generation.source=corpus needs the pocket token dataset; use a "
+                "pocket verifier or set data.generation.source=prompts", ConfigError)
         prompts = corpus_prompts(spec, tokens_dir)
     else:
         prompts = text_prompts(spec, tokenizer)

@@ -39,13 +39,13 @@ class DecodeEngine:
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None = None) -> Generation:
         if max_new_tokens <= 0:
-            raise ConfigError(f"max_new_tokens={max_new_tokens} must be >= 1; set decode.max_new_tokens")
+            raise ConfigError(f"max_new_tokens={max_new_tokens} must be >= 1; set max_new_tokens")
         n_prompt, cap = len(prompt_ids), self.verifier.max_seq_len
         if n_prompt == 0:
             raise ConfigError("empty prompt: nothing to condition on; drop it from the prompt set")
         if n_prompt + 1 > cap:
             raise ConfigError(f"prompt of {n_prompt} tokens does not fit the context of {cap} tokens; "
-                              "raise decode.max_seq_len (up to the model's context) or shorten the prompt")
+                              "raise max_seq_len (up to the model's context) or shorten the prompt")
         gen = torch.Generator(device=self.device).manual_seed(self.seed if seed is None else seed)
         seq = torch.zeros(cap, dtype=torch.long, device=self.device)  # (S,) committed tokens
         seq[:n_prompt] = torch.tensor(prompt_ids, dtype=torch.long, device=self.device)

@@ -20,7 +20,7 @@ class Verifier:
     def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager", kernels: str = "eager"):
         limit = model.args.max_position_embeddings
         if max_seq_len > limit:
-            raise ConfigError(f"decode.max_seq_len {max_seq_len} exceeds the verifier's context {limit}; lower it")
+            raise ConfigError(f"max_seq_len {max_seq_len} exceeds the verifier's context {limit}; lower it")
         self.model = model.eval()
         self.max_seq_len = max_seq_len
         self.device = model.model.embed_tokens.weight.device

@@ -3,16 +3,16 @@
 Files are discovered from `sysconfig` (never hard-coded paths), deduplicated by content hash and
 ordered by that hash, so the same set of installed files gives the same corpus on any machine
 whatever its install paths. The train/validation split is also a function of the hash alone.
+Whole packages named in `heldout_packages` are left out (and any file with the bytes of one of
+theirs): the held-out prompt set (`data/heldout.py`) is cut from them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
 
+from specdiff2.data.pysource import default_roots, python_files
 from specdiff2.errors import DataError
 
 
@@ -26,6 +26,7 @@ class SourceFile:
 class Corpus:
     train: list[SourceFile]
     validation: list[SourceFile]
+    heldout_shas: frozenset[str] = frozenset()
 
     def stats(self) -> dict:
         return {
@@ -33,25 +34,8 @@ class Corpus:
             "validation_files": len(self.validation),
             "train_bytes": sum(len(f.text) for f in self.train),
             "validation_bytes": sum(len(f.text) for f in self.validation),
+            "heldout_files": len(self.heldout_shas),
         }
-
-
-def default_roots() -> list[str]:
-    """Standard library and site-packages of the running interpreter."""
-    paths = sysconfig.get_paths()
-    roots = {paths[k] for k in ("stdlib", "purelib", "platlib") if paths.get(k)}
-    return sorted(roots)
-
-
-def discover_python_files(roots: list[str]) -> list[Path]:
-    files: set[Path] = set()
-    for root in roots:
-        root_path = Path(root)
-        if not root_path.is_dir():
-            raise DataError(f"corpus root {root!r} is not a directory; pass existing directories in corpus roots")
-        for dirpath, _, names in os.walk(root_path):
-            files.update(Path(dirpath) / n for n in names if n.endswith(".py"))
-    return sorted(files)
 
 
 def _in_validation(sha: str, validation_fraction: float) -> bool:
@@ -65,25 +49,30 @@ def read_corpus(
     max_file_bytes: int = 200_000,
     min_file_bytes: int = 64,
     validation_fraction: float = 0.05,
+    heldout_packages: list[str] | tuple[str, ...] = (),
 ) -> Corpus:
     """Read, dedup and split the corpus; stop adding files once `max_bytes` of text is collected.
 
     Files are taken in content-hash order, so a size limit draws a fixed pseudo-random sample rather
-    than, say, the alphabetically first packages.
+    than, say, the alphabetically first packages. Files of `heldout_packages` never enter (`heldout_shas`
+    of the result lists the content hashes that were kept out).
     """
     if max_bytes <= 0:
-        raise DataError(f"corpus max_bytes must be positive, got {max_bytes}; set data.corpus.max_bytes > 0")
+        raise DataError(f"corpus max_bytes must be positive, got {max_bytes}; set pocket.corpus.max_bytes > 0")
     roots = list(roots) if roots else default_roots()
+    held = set(heldout_packages)
     by_sha: dict[str, str] = {}
-    for path in discover_python_files(roots):
+    heldout_shas: set[str] = set()
+    for path, top in python_files(roots):
         try:
             raw = path.read_bytes()
         except OSError:
             continue
-        if not (min_file_bytes <= len(raw) <= max_file_bytes):
-            continue
         sha = hashlib.sha256(raw).hexdigest()
-        if sha in by_sha:
+        if top in held:
+            heldout_shas.add(sha)
+            continue
+        if not (min_file_bytes <= len(raw) <= max_file_bytes) or sha in by_sha:
             continue
         try:
             by_sha[sha] = raw.decode("utf-8")
@@ -91,10 +80,13 @@ def read_corpus(
             continue
     if not by_sha:
         raise DataError(
-            f"no usable Python source files under {roots}; point data.corpus.roots at directories holding .py files"
+            f"no usable Python source files under {roots}; point pocket.corpus.roots at directories holding .py files"
         )
+    if held and not heldout_shas:
+        raise DataError(f"none of heldout_packages {sorted(held)} is installed under {roots}; "
+                        "name installed packages in pocket.corpus.heldout_packages")
     train, validation, total = [], [], 0
-    for sha in sorted(by_sha):
+    for sha in sorted(set(by_sha) - heldout_shas):
         if total >= max_bytes:
             break
         text = by_sha[sha]
@@ -103,6 +95,6 @@ def read_corpus(
     if not train or not validation:
         raise DataError(
             f"corpus split is empty (train {len(train)} files, validation {len(validation)}); "
-            "raise data.corpus.max_bytes or adjust validation_fraction"
+            "raise pocket.corpus.max_bytes or adjust pocket.corpus.validation_fraction"
         )
-    return Corpus(train=train, validation=validation)
+    return Corpus(train=train, validation=validation, heldout_shas=frozenset(heldout_shas))

@@ -19,7 +19,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | Path):
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
-        raise TokenizerError(f"vocab_size {vocab_size} cannot hold the 256 byte symbols; use vocab_size >= 512")
+        raise TokenizerError(f"vocab_size {vocab_size} cannot hold the 256 byte symbols; use pocket.vocab_size >= 512")
     tok = Tokenizer(models.BPE())
     # No prefix space: code must round-trip byte for byte, including leading indentation.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

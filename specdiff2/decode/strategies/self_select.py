@@ -100,7 +100,7 @@ class SelfSelectStrategy:
             raise ConfigError(f"number of drafts k={k} must be >= 1; set decode.strategy.k")
         if drafter_temperature < 0 or drafter_top_k < 0:
             raise ConfigError(f"drafter_temperature={drafter_temperature} and drafter_top_k={drafter_top_k} "
-                              "must be >= 0; set decode.strategy.drafter_temperature / drafter_top_k")
+                              "must be >= 0; set decode.strategy.drafter_temperature / decode.strategy.drafter_top_k")
         if selection not in SELECTIONS:
             raise ConfigError(f"unknown selection {selection!r}; use one of {', '.join(SELECTIONS)}")
         self.ref, self.gamma, self.k, self.cache = drafter, gamma, k, cache
