@@ -21,6 +21,10 @@ class DataError(SpecDiffError):
     """A corpus, prompt file or trajectory store is missing or malformed."""
 
 
+class TrainingError(SpecDiffError):
+    """Training cannot go on (e.g. a non-finite loss): the line names the step and what to change."""
+
+
 class TokenizerError(SpecDiffError):
     """A tokenizer lacks a required token or disagrees with another tokenizer."""
 

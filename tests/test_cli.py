@@ -29,3 +29,11 @@ def test_missing_checkpoint_is_one_line():
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "huggingface-cli download Qwen/Qwen2.5-72B-Instruct" in lines[0]
+
+
+def test_nonsense_training_setting_is_one_line_before_any_work():
+    res = run("train.py", "trainer.max_steps=-5", "logger=tiny")  # Lightning alone prints several lines
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("error: trainer.max_steps=-5; set an integer >= 0")
+    assert "[pocket" not in res.stdout and "[trajectories]" not in res.stdout  # stopped before the heavy work

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from specdiff2.errors import CheckpointError
-from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.hf import load_hf_drafter, read_config, save_hf_drafter
+from specdiff2.models.checkpoint import load_transformer, read_config
+from specdiff2.models.hf import load_hf_drafter, save_hf_drafter
 
 
 def test_hf_drafter_matches_transformer_and_round_trips(micro_world, tmp_path):
@@ -32,3 +32,35 @@ def test_non_qwen2_drafter_is_refused_in_one_line(micro_world, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llada"}))
     with pytest.raises(CheckpointError, match="cannot be trained as a Qwen2 drafter"):
         load_hf_drafter(tmp_path)
+
+
+def _copy_drafter(source, out):
+    import shutil
+
+    shutil.copytree(source, out)
+    return out
+
+
+def test_nonfinite_weights_are_refused_at_load(micro_world, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    drafter = _copy_drafter(micro_world.drafter, tmp_path / "drafter")
+    state = load_file(drafter / "model.safetensors")
+    state["model.norm.weight"][1] = float("nan")
+    save_file(state, drafter / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="model.norm.weight .* NaN or inf"):
+        load_transformer(drafter)
+    with pytest.raises(CheckpointError, match="model.norm.weight .* NaN or inf"):
+        load_hf_drafter(drafter)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_unreadable_safetensors_is_one_line(micro_world, tmp_path, damage):
+    drafter = _copy_drafter(micro_world.drafter, tmp_path / "drafter")
+    file = drafter / "model.safetensors"
+    data = file.read_bytes()
+    damaged = {"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"\x00not safetensors" * 64}
+    file.write_bytes(damaged[damage])
+    with pytest.raises(CheckpointError, match="is not a readable safetensors file") as info:
+        load_transformer(drafter)
+    assert "\n" not in str(info.value)

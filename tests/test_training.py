@@ -1,4 +1,7 @@
-"""train.py on the micro pocket world: main path, LoRA, exact resume, trainer configs, one-line errors."""
+"""Distillation pipeline on the micro pocket world: main path, LoRA, exact resume, trainer configs, one-line errors.
+
+Jobs are built as train.py builds them (one instantiate of conf/train.yaml `job`) and run in-process.
+"""
 
 import subprocess
 import sys
@@ -10,12 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.hf import read_config
+from specdiff2.models.checkpoint import load_transformer, read_config
+from specdiff2.training.pipeline import run_distillation
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,13 @@ def micro_cfg(world, cache, out, *extra):
         return compose("train", overrides=overrides)
 
 
+def train(cfg, **callbacks) -> dict:
+    """train.py's pipeline on a composed config, with extra callbacks (name=callback)."""
+    job = instantiate(cfg.job)
+    job.callbacks.update(callbacks)
+    return run_distillation(job)
+
+
 class Recorder(L.Callback):
     def __init__(self):
         self.losses = {}
@@ -54,7 +62,7 @@ class Crash(L.Callback):
 
 
 def test_train_main_path_full_finetune(micro_world, cache_dir, tmp_path):
-    summary = train.run(micro_cfg(micro_world, cache_dir, tmp_path, "loss=mix"))
+    summary = train(micro_cfg(micro_world, cache_dir, tmp_path, "loss=mix"))
     assert summary["sections"]["training"]["steps"] == 8
     before, after = summary["val_before"], summary["val_after"]
     assert before["step"] == 0 and after["step"] == 8
@@ -73,10 +81,10 @@ def test_train_main_path_full_finetune(micro_world, cache_dir, tmp_path):
 
 def test_lora_trains_only_adapter_params(micro_world, cache_dir, tmp_path):
     recorder = Recorder()
-    summary = train.run(micro_cfg(micro_world, cache_dir, tmp_path, "peft=tiny"), [recorder])
+    summary = train(micro_cfg(micro_world, cache_dir, tmp_path, "peft=tiny"), recorder=recorder)
     training = summary["sections"]["training"]
     assert training["peft"] == "lora" and 0 < training["trained params"] < training["drafter params"] / 5
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state)  # the checkpoint holds the adapter only
     assert (tmp_path / "export" / "adapter" / "adapter_config.json").is_file()
     merged, _ = load_transformer(tmp_path / "export" / "drafter")
@@ -87,11 +95,11 @@ def test_lora_trains_only_adapter_params(micro_world, cache_dir, tmp_path):
 
 def test_resume_reproduces_the_loss_curve(micro_world, cache_dir, tmp_path):
     straight = Recorder()
-    train.run(micro_cfg(micro_world, cache_dir, tmp_path / "a", "peft=tiny"), [straight])
+    train(micro_cfg(micro_world, cache_dir, tmp_path / "a", "peft=tiny"), recorder=straight)
     with pytest.raises(RuntimeError, match="simulated crash"):  # checkpoint at step 4, killed during step 7
-        train.run(micro_cfg(micro_world, cache_dir, tmp_path / "b", "peft=tiny"), [Crash(6)])
+        train(micro_cfg(micro_world, cache_dir, tmp_path / "b", "peft=tiny"), crash=Crash(6))
     resumed = Recorder()
-    train.run(micro_cfg(micro_world, cache_dir, tmp_path / "c", "peft=tiny", f"resume={tmp_path / 'b'}"), [resumed])
+    train(micro_cfg(micro_world, cache_dir, tmp_path / "c", "peft=tiny", f"resume={tmp_path / 'b'}"), recorder=resumed)
     assert sorted(straight.losses) == list(range(1, 9)) and sorted(resumed.losses) == [5, 6, 7, 8]
     for step in (5, 6, 7, 8):
         assert resumed.losses[step] == pytest.approx(straight.losses[step], rel=1e-6, abs=1e-7), step
@@ -103,7 +111,7 @@ def test_resume_reproduces_the_loss_curve(micro_world, cache_dir, tmp_path):
 def test_trainer_configs_construct_on_cpu(name, stage, offload, tmp_path):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"trainer={name}", f"paths.output_dir={tmp_path}"])
-    trainer = instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False, callbacks=[])
+    trainer = instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False, callbacks=[])()  # a factory
     assert trainer.max_steps > 0 and trainer.gradient_clip_val == 1.0
     if stage is not None:
         from lightning.pytorch.strategies import DeepSpeedStrategy
@@ -127,7 +135,7 @@ def test_missing_72b_verifier_is_one_clear_line():
 def test_other_packings_train(micro_world, cache_dir, tmp_path, packing):
     cfg = micro_cfg(micro_world, cache_dir, tmp_path, f"data.windows.packing={packing}",
                     "data.windows.blocks_per_row=4", "trainer.max_steps=2", "trainer.val_check_interval=2")
-    summary = train.run(cfg)
+    summary = train(cfg)
     assert summary["sections"]["windows"]["packing"] == packing and summary["sections"]["training"]["steps"] == 2
 
 
@@ -138,7 +146,7 @@ def test_online_verifier_topk_matches_the_stored_topk(micro_world, cache_dir, tm
 
     cfg = micro_cfg(micro_world, cache_dir, tmp_path, "loss=kl", "module.online_topk=4", "trainer.max_steps=2",
                     "trainer.val_check_interval=2")
-    summary = train.run(cfg)  # trains on online soft targets (loads the verifier)
+    summary = train(cfg)  # trains on online soft targets (loads the verifier)
     dm = TrajectoryDataModule(summary["sections"]["trajectories"]["store"], gamma=4, mask_token_id=1, max_len=64,
                               windows_per_batch=8, val_fraction=0.25)
     dm.setup()
@@ -149,3 +157,85 @@ def test_online_verifier_topk_matches_the_stored_topk(micro_world, cache_dir, tm
     valid = batch["mask"]
     assert torch.equal(ids[valid], batch["verifier_topk_ids"][valid])
     torch.testing.assert_close(lps[valid], batch["verifier_topk_logprobs"][valid], rtol=1e-4, atol=1e-4)
+
+
+def test_nonfinite_loss_stops_the_run_and_exports_nothing(micro_world, cache_dir, tmp_path):
+    from specdiff2.errors import TrainingError
+
+    cfg = micro_cfg(micro_world, cache_dir, tmp_path, "optim.optimizer.lr=1e30", "optim.scheduler=null")
+    with pytest.raises(TrainingError) as info:
+        train(cfg)
+    line = str(info.value)
+    assert "\n" not in line and "at step 2" in line and "streak_loss=" in line and "ce_loss=" in line
+    assert "optim.optimizer.lr" in line
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("export=bogus", "export='bogus'; choose one of best, last"),
+    ("trainer.max_steps=-1", "trainer.max_steps=-1; set an integer >= 0"),
+    ("trainer.max_steps=-5", "trainer.max_steps=-5; set an integer >= 0"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval=0; set an integer >= 1 or a fraction"),
+    ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5;"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0; set an integer >= 1"),
+    ("trainer.limit_val_batches=0", "trainer.limit_val_batches=0;"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1;"),
+    ("optim.optimizer.lr=-1", "optim.optimizer.lr=-1; set a finite learning rate > 0"),
+    ("optim.optimizer.lr=0", "optim.optimizer.lr=0;"),
+    ("optim.optimizer.betas=[2,1]", "optim.optimizer is invalid (Invalid beta parameter"),
+    ("optim.scheduler.num_warmup_steps=-3", "optim.scheduler.num_warmup_steps=-3;"),
+    ("resume=/nonexistent/run.ckpt", "no checkpoint at /nonexistent/run.ckpt; pass resume=FILE.ckpt"),
+    ("drafter.dtype=float8", "drafter.dtype='float8' is not a supported dtype"),
+])
+def test_nonsense_settings_stop_with_one_line_naming_the_key(override, needle, tmp_path, capsys):
+    from specdiff2.cli import one_line_errors
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", "logger=tiny", override])
+    with pytest.raises(SystemExit) as exit_info, one_line_errors():
+        instantiate(cfg.job)  # what train.py does first, before any pocket build or sampling
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and needle in lines[0], lines
+
+
+class _Holder(torch.nn.Module):
+    """The two attributes of a DistillModule that export and checkpoint loading touch."""
+
+    def __init__(self):
+        super().__init__()
+        self.drafter = torch.nn.Linear(2, 2)
+        self.strict_loading = True
+
+
+def test_checkpoint_weights_load_as_data_only_and_finite(tmp_path):
+    from specdiff2.errors import CheckpointError
+    from specdiff2.training.export import load_checkpoint_weights
+
+    module = _Holder()
+    good = {k: torch.full_like(v, 0.5) for k, v in module.state_dict().items()}
+    torch.save({"state_dict": good, "epoch": 0}, tmp_path / "good.ckpt")
+    load_checkpoint_weights(module, tmp_path / "good.ckpt")
+    assert torch.equal(module.drafter.weight, torch.full((2, 2), 0.5))
+    bad = {**good, "drafter.bias": torch.tensor([0.0, float("nan")])}
+    torch.save({"state_dict": bad}, tmp_path / "nan.ckpt")
+    with pytest.raises(CheckpointError, match="drafter.bias .* NaN or inf"):
+        load_checkpoint_weights(module, tmp_path / "nan.ckpt")
+    assert torch.equal(module.drafter.bias, torch.full((2,), 0.5))  # refused before loading anything
+    torch.save({"state_dict": good, "code": _Holder}, tmp_path / "code.ckpt")  # unpickling it would import code
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint_weights(module, tmp_path / "code.ckpt")
+
+
+def test_nonfinite_drafter_is_never_exported(micro_world, tmp_path):
+    from types import SimpleNamespace
+
+    from specdiff2.errors import CheckpointError
+    from specdiff2.models.hf import load_hf_drafter
+    from specdiff2.training.export import export_drafter
+
+    model = load_hf_drafter(micro_world.drafter)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("inf")
+    with pytest.raises(CheckpointError, match="model.norm.weight .* NaN or inf"):
+        export_drafter(SimpleNamespace(drafter=model, lora=None), tmp_path / "export", micro_world.drafter)
+    assert not (tmp_path / "export").exists()

@@ -1,7 +1,8 @@
 """Issue-4 comparison in one process: python -m specdiff2.bench.distill_arms [overrides] [--out DIR].
 
 Trains each arm (unaligned = export only, AR-distilled = per-position CE, streak-distilled) with
-train.py's pipeline on the same trajectories and step budget, then decodes HumanEval prompts with
+train.py's pipeline (`run_distillation` of the config's `job`) on the same trajectories and step budget,
+then decodes HumanEval prompts with
 `specdiff` (γ, T=1, temperature 0) using each exported drafter. Also times packed vs one-window-per-
 forward training. Prints: τ, α_1..α_γ, tok/s per arm; windows/s per packing; wall times.
 """
@@ -18,7 +19,7 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from specdiff2.bench.common import ROOT, compose
+from specdiff2.bench.common import compose
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.metrics import aggregate
@@ -26,20 +27,22 @@ from specdiff2.decode.rules import SamplingParams
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
 from specdiff2.decode.verifier import Verifier
 from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.dtypes import torch_dtype
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.pocket.world import ensure_pocket_world
+from specdiff2.training.pipeline import run_distillation
 
 
 def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    import train  # the entry point's pipeline, without its CLI
-
+    """One arm, wired as train.py wires it (the job, then the pocket world when a ref needs it)."""
     cfg = compose("train", [f"experiment={experiment}", f"paths.output_dir={run_dir}", "logger=csv",
                             "progress_bar=false", *overrides])
     t0 = time.perf_counter()
-    summary = train.run(cfg)
+    job = instantiate(cfg.job)
+    if job.verifier.pocket or job.drafter.pocket:
+        ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
+    summary = run_distillation(job)
     summary["wall_s"] = time.perf_counter() - t0
     return summary
 
@@ -48,7 +51,7 @@ def evaluate(drafters: dict[str, str], overrides: list[str], gamma: int, n_promp
     cfg = compose("decode", overrides)
     ref = instantiate(cfg.verifier)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = load_transformer(ref.resolve(), dtype=getattr(torch, ref.dtype), device=device)
+    model, _ = load_transformer(ref.resolve(), dtype=torch_dtype(ref.dtype), device=device)
     tok = load_tokenizer(ref.resolve())
     verifier = Verifier(model, cfg.max_seq_len)
     prompts = load_prompts(instantiate(cfg.data.prompts))[:n_prompts]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from specdiff2.errors import CheckpointError
 from specdiff2.models.transformer import ModelArgs, Transformer
@@ -22,9 +23,10 @@ def load_transformer(
 ) -> tuple[Transformer, dict]:
     """Build a `Transformer` from an HF checkpoint directory; returns (model, raw config.json dict)."""
     root = _checkpoint_dir(path)
-    config = _read_config(root)
+    config = read_config(root)
     args = ModelArgs.from_hf_config(config)
     state = _read_weights(root, dtype, device)
+    check_finite(state.items(), root)
     if args.tie_word_embeddings and "model.embed_tokens.weight" in state:
         # Tied checkpoints omit lm_head.weight; it is the embedding matrix.
         state.setdefault("lm_head.weight", state["model.embed_tokens.weight"])
@@ -53,15 +55,17 @@ def _checkpoint_dir(path: str | Path) -> Path:
     return root
 
 
-def _read_config(root: Path) -> dict:
+def read_config(path: str | Path) -> dict:
+    """config.json of a checkpoint directory as a dict (one-line error when absent or not a JSON object)."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file} does not exist; pass a checkpoint directory holding config.json")
     try:
-        config = json.loads((root / "config.json").read_text())
+        config = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(
-            f"{root / 'config.json'} is not valid JSON ({err}); restore the original file"
-        ) from None
+        raise CheckpointError(f"{file} is not valid JSON ({err}); restore the original file") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{root / 'config.json'} is not a JSON object; restore the original file")
+        raise CheckpointError(f"{file} is not a JSON object; restore the original file")
     return config
 
 
@@ -94,12 +98,24 @@ def _weight_files(root: Path) -> list[Path]:
 def _read_weights(root: Path, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
     state = {}
     for file in _weight_files(root):
-        with safe_open(str(file), framework="pt", device="cpu") as handle:  # memory-mapped
-            for key in handle.keys():
-                if key.endswith("rotary_emb.inv_freq"):
-                    continue  # old checkpoints stored it; we recompute it
-                state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:  # memory-mapped
+                for key in handle.keys():
+                    if key.endswith("rotary_emb.inv_freq"):
+                        continue  # old checkpoints stored it; we recompute it
+                    state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+        except SafetensorError as err:  # empty, truncated or not safetensors at all
+            raise CheckpointError(f"{file} is not a readable safetensors file ({err}); "
+                                  "re-download or re-export the checkpoint") from None
     return state
+
+
+def check_finite(named_tensors: Iterable[tuple[str, torch.Tensor]], where: str | Path) -> None:
+    """One CheckpointError line naming the first weight with NaN or ±inf (a diverged run's weights)."""
+    for key, tensor in named_tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"weight {key} in {where} holds NaN or inf values (weights of a diverged run); "
+                                  "retrain with a lower optim.optimizer.lr or restore a finite checkpoint")
 
 
 def _check_state(model: Transformer, state: dict[str, torch.Tensor], root: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from specdiff2.errors import CheckpointError
+from specdiff2.models.checkpoint import check_finite, read_config
 from specdiff2.models.transformer import ModelArgs
 
 # config.json fields Qwen2Config understands; Dream-only fields (mask_token_id, auto_map, ...) stay behind.
@@ -28,21 +29,7 @@ _QWEN2_FIELDS = (
 )
 
 
-def read_config(path: str | Path) -> dict:
-    """config.json of a checkpoint directory as a dict (one-line error when absent or not JSON)."""
-    file = Path(path) / "config.json"
-    if not file.is_file():
-        raise CheckpointError(f"{file} does not exist; pass a checkpoint directory holding config.json")
-    try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is not valid JSON ({err}); restore the original file") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{file} is not a JSON object; restore the original file")
-    return config
-
-
-def qwen2_config(source: dict):
+def hf_qwen2_config(source: dict):
     """Qwen2Config with the architecture of a Dream-layout (or qwen2) config.json dict."""
     from transformers import Qwen2Config
 
@@ -65,7 +52,7 @@ def load_hf_drafter(path: str | Path, dtype: torch.dtype = torch.float32):
     from transformers.utils import logging as hf_logging
 
     root = Path(path)
-    config = qwen2_config(read_config(root))
+    config = hf_qwen2_config(read_config(root))
     if not any(root.glob("*.safetensors")):
         raise CheckpointError(f"{root} has no *.safetensors weights; pass a Hugging Face directory with safetensors")
     verbosity = hf_logging.get_verbosity()
@@ -76,6 +63,7 @@ def load_hf_drafter(path: str | Path, dtype: torch.dtype = torch.float32):
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+    check_finite(model.named_parameters(), root)
     return model
 
 
@@ -87,6 +75,7 @@ def save_hf_drafter(model, out_dir: str | Path, tokenizer=None, source_config: d
     dtype updated; with `source_dir`, its remote-code *.py files are copied too so hub loaders still work.
     """
     out = Path(out_dir)
+    check_finite(model.named_parameters(), f"the drafter to write to {out}")  # never export a diverged model
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     if source_config is not None:

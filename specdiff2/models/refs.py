@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specdiff2.errors import CheckpointError
-
-DTYPES = ("float32", "bfloat16", "float16")
+from specdiff2.models.dtypes import check_dtype
 
 
 @dataclass
@@ -20,8 +19,7 @@ class CheckpointRef:
     mask_token_id: int | None = None  # diffusion drafters: None → read from the checkpoint/tokenizer
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise CheckpointError(f"{self.role}.dtype={self.dtype!r} is not supported; use one of {DTYPES}")
+        check_dtype(self.dtype, f"{self.role}.dtype")
 
     def resolve(self) -> Path:
         """The checkpoint directory, or one clear error saying what to download and where to point."""

@@ -1,4 +1,4 @@
-"""Training callbacks: throughput of the optimisation steps (windows and tokens per second)."""
+"""Training callbacks (conf/callbacks): throughput of the optimisation steps, and the progress bar switch."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ class ThroughputMonitor(L.Callback):
         rate = (lambda n: n / self.seconds) if self.seconds > 0 else (lambda n: 0.0)
         return {"windows": self.windows, "tokens": self.tokens, "train_s": self.seconds,
                 "windows_per_s": rate(self.windows), "tokens_per_s": rate(self.tokens)}
+
+
+def progress_bar(enabled: bool = True):
+    """A RichProgressBar, or None (dropped from the callbacks) when the trainer's bar is disabled.
+
+    conf/callbacks ties `enabled` to trainer.enable_progress_bar: Lightning refuses a progress-bar callback
+    when its own bar is off, and draws its default bar when it is on and no bar callback is given.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return RichProgressBar() if enabled else None

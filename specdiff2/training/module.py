@@ -27,11 +27,11 @@ import lightning as L
 import torch
 
 from specdiff2.data.windows import window_logits
-from specdiff2.errors import ConfigError, require
+from specdiff2.errors import ConfigError, TrainingError, require
 from specdiff2.losses import LossMix, ce_loss, prefix_mask, sample_mask, streak_loss
 from specdiff2.models.diffusion import align_logits
+from specdiff2.models.dtypes import check_dtype, torch_dtype
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _NEEDS_VERIFIER_DIST = ("streak_soft", "kl", "tvd")
 
 
@@ -41,7 +41,7 @@ class DistillModule(L.LightningModule):
                  seed: int = 0, val_temperature: float = 1.0, verifier_path: str | None = None,
                  online_topk: int = 0, gradient_checkpointing: bool = False):
         super().__init__()
-        require(dtype in _DTYPES, f"drafter dtype {dtype!r}; use one of {sorted(_DTYPES)}", ConfigError)
+        check_dtype(dtype, "drafter.dtype")
         require(online_topk == 0 or verifier_path is not None, "online_topk > 0 needs verifier_path", ConfigError)
         self.drafter_path, self.loss, self.optimizer_factory, self.scheduler_factory = drafter_path, loss, \
             optimizer, scheduler
@@ -60,7 +60,7 @@ class DistillModule(L.LightningModule):
             return
         from specdiff2.models.hf import load_hf_drafter
 
-        model = load_hf_drafter(self.drafter_path, _DTYPES[self.dtype_name])
+        model = load_hf_drafter(self.drafter_path, torch_dtype(self.dtype_name))
         model.train()  # from_pretrained returns eval mode, and Lightning keeps submodule modes as found
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -78,7 +78,7 @@ class DistillModule(L.LightningModule):
         if self.__dict__.get("_verifier_model") is None:
             from specdiff2.models.checkpoint import load_transformer
 
-            model, _ = load_transformer(self.verifier_path, _DTYPES[self.dtype_name], self.device)
+            model, _ = load_transformer(self.verifier_path, torch_dtype(self.dtype_name), self.device)
             self.__dict__["_verifier_model"] = model.eval().requires_grad_(False)
         return self.__dict__["_verifier_model"]
 
@@ -131,7 +131,7 @@ class DistillModule(L.LightningModule):
         missing = not self.online_topk and not self._has_stored_topk()
         needs = [n for n in _NEEDS_VERIFIER_DIST if n in self.loss.weights]
         require(not (needs and missing), f"losses {needs} need verifier distributions: set "
-                "data.generation.topk_logprobs > 0 (stored) or model.online_topk > 0 (online)", ConfigError)
+                "data.generation.topk_logprobs > 0 (stored) or module.online_topk > 0 (online)", ConfigError)
 
     def _has_stored_topk(self) -> bool:
         dm = self.trainer.datamodule if self.trainer is not None else None
@@ -143,11 +143,21 @@ class DistillModule(L.LightningModule):
         torch.manual_seed(self.seed * 1_000_003 + self.batches_seen)  # dropout / MDLM masks replay on resume
         self.batches_seen += 1
         out = self.loss(self._loss_inputs(batch))
+        self._stop_if_not_finite(out)
         windows = batch["targets"].shape[0]
         self.log("train/loss", out.loss, prog_bar=True, batch_size=windows)
         for name, value in {**out.components, **out.metrics}.items():
             self.log(f"train/{name}", value, batch_size=windows)
         return out.loss
+
+    def _stop_if_not_finite(self, out) -> None:
+        """A NaN/inf loss ends the run here, before the optimizer writes it into the weights (one line)."""
+        if bool(torch.isfinite(out.loss)):
+            return
+        loss = float(out.loss.detach())
+        terms = ", ".join(f"{name}={float(value):.4g}" for name, value in out.components.items())
+        raise TrainingError(f"train/loss={loss} at step {self.global_step + 1} ({terms}): training diverged; "
+                            "lower optim.optimizer.lr or trainer.gradient_clip_val")
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}

@@ -1,9 +1,37 @@
-"""The rich summary printed at the end of `python train.py`."""
+"""The summary of a distillation run: a dict (returned by the pipeline) and the rich tables printed from it."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+
+
+def make_summary(run: dict, datamodule, module, trainer, throughput, exported: dict) -> dict:
+    """run: {"store", "gen_s", "train_s", "params": (drafter params, trained params)} of the pipeline."""
+    trajs = datamodule.trajectories
+    n_params, trained = run["params"]
+    rate = throughput.summary() if throughput is not None else {"windows_per_s": "n/a", "tokens_per_s": "n/a"}
+    last_loss = trainer.callback_metrics.get("train/loss")
+    checkpoint = trainer.checkpoint_callback
+    best_score = getattr(checkpoint, "best_model_score", None)
+    sections = {
+        "trajectories": {"store": str(run["store"]), "trajectories": len(trajs),
+                         "verifier tokens": sum(len(t.tokens) - t.prompt_len for t in trajs),
+                         "wall s (sample or reuse)": run["gen_s"]},
+        "windows": datamodule.stats(),
+        "training": {"loss": dict(module.loss.weights), "peft": "lora" if module.lora is not None else "full",
+                     "drafter params": n_params, "trained params": trained, "steps": trainer.global_step,
+                     "wall s (validate + fit)": run["train_s"], "windows/s (train steps)": rate["windows_per_s"],
+                     "tokens/s (packed)": rate["tokens_per_s"],
+                     "final train/loss": float(last_loss) if last_loss is not None else "n/a"},
+        "checkpoints": {"best": getattr(checkpoint, "best_model_path", "") or "none",
+                        "best val/expected_streak": float(best_score) if best_score is not None else "n/a",
+                        "last": getattr(checkpoint, "last_model_path", "") or "none"},
+        "export": exported,
+    }
+    history = module.val_history
+    return {"sections": sections, "val_before": history[0] if history else {},
+            "val_after": history[-1] if len(history) > 1 else {}, "val_history": history}
 
 
 def _fmt(value) -> str:

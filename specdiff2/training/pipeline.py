@@ -1,0 +1,149 @@
+"""Streak distillation as plain Python: `run_distillation(DistillJob)` → summary dict.
+
+verifier trajectories (resumable store) → windows → distillation (Lightning) → checkpoint + Hugging Face export
+→ summary. Every piece arrives built (conf/train.yaml `job`, one Hydra instantiate in train.py, or by hand):
+checkpoint refs, the trajectory source, factories (`functools.partial`) of the datamodule, module and trainer
+that the pipeline completes with what it learns on the way (checkpoint dirs, the drafter's mask id and logit
+shift, the trajectory store), and the loggers and callbacks. Settings are checked when the job is built, so
+nonsense stops the run before any heavy work with one line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+
+from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
+from specdiff2.errors import CheckpointError
+from specdiff2.models.checkpoint import read_config
+from specdiff2.models.refs import CheckpointRef
+from specdiff2.training.callbacks import ThroughputMonitor
+from specdiff2.training.checks import check_export, check_optimizer, check_trainer_settings
+from specdiff2.training.export import export_weights
+from specdiff2.training.summary import make_summary, print_training_summary
+
+
+@dataclass
+class TrajectorySource:
+    """Where the verifier trajectories come from (conf/data: generation, store_root/store_dir, tokens_dir)."""
+
+    generation: GenerationSpec
+    store_root: str | None = None  # the store is store_root/<fingerprint of settings + verifier>
+    store_dir: str | None = None  # a fixed store directory instead (resumes it)
+    tokens_dir: str | None = None  # the pocket token dataset of source=corpus prompts
+
+    def generate(self, verifier_dir: Path) -> Path:
+        """Sample (or reuse, or finish) the store; returns its directory."""
+        gen = self.generation
+        return generate_trajectories(gen, verifier_dir, self.store_dir or self.store_root,
+                                     tokens_dir=self.tokens_dir if gen.source == "corpus" else None,
+                                     keyed=self.store_dir is None)
+
+
+@dataclass
+class DistillJob:
+    verifier: CheckpointRef
+    drafter: CheckpointRef
+    trajectories: TrajectorySource
+    datamodule: Callable  # TrajectoryDataModule factory: gets store_dir, mask_token_id, shifted
+    module: Callable  # DistillModule factory: gets drafter_path, dtype, shifted, mask_token_id, verifier_path
+    trainer: Callable  # lightning.Trainer factory: gets logger, callbacks, default_root_dir
+    output_dir: str | Path
+    loggers: dict[str, Any] = field(default_factory=dict)  # name -> Lightning logger (None entries dropped)
+    callbacks: dict[str, Any] = field(default_factory=dict)  # name -> Lightning callback (None entries dropped)
+    seed: int = 0
+    resume: str | None = None  # a .ckpt file, or a run directory with checkpoints/last.ckpt
+    export: str = "best"  # best | last
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        check_export(self.export)
+        check_trainer_settings(getattr(self.trainer, "keywords", {}))
+        module_settings = getattr(self.module, "keywords", {})
+        check_optimizer(module_settings.get("optimizer"), module_settings.get("scheduler"))
+        self.resume = resume_path(self.resume)
+
+
+def resolve_checkpoints(*refs: CheckpointRef) -> list[Path]:
+    """Every ref's directory, or one CheckpointError line naming all missing ones."""
+    dirs, errors = [], []
+    for ref in refs:
+        try:
+            dirs.append(ref.resolve())
+        except CheckpointError as err:
+            errors.append(str(err))
+    if errors:
+        raise CheckpointError("; ".join(errors))
+    return dirs
+
+
+def drafter_conventions(ref: CheckpointRef, drafter_dir: Path) -> tuple[int, bool]:
+    """(mask token id, logit shift) of the drafter: from its config ref, else from config.json."""
+    mask_id = ref.mask_token_id if ref.mask_token_id is not None else read_config(drafter_dir).get("mask_token_id")
+    if mask_id is None:
+        raise CheckpointError(f"{drafter_dir}/config.json has no mask_token_id; pass drafter.mask_token_id=ID")
+    if ref.logit_shift is None:
+        raise CheckpointError("drafter.logit_shift is unset; set true (Dream/DiffuCoder) or false (LLaDA)")
+    return int(mask_id), bool(ref.logit_shift)
+
+
+def resume_path(resume: str | Path | None) -> str | None:
+    if resume is None:
+        return None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; pass resume=FILE.ckpt or a run dir with checkpoints/")
+    return str(path)
+
+
+def build_trainer(job: DistillJob) -> L.Trainer:
+    loggers = [lg for lg in job.loggers.values() if lg is not None]
+    callbacks = [cb for cb in job.callbacks.values() if cb is not None]
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
+    return job.trainer(logger=loggers or False, callbacks=callbacks, default_root_dir=str(job.output_dir))
+
+
+def _throughput(trainer: L.Trainer) -> ThroughputMonitor | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
+
+
+def run_distillation(job: DistillJob) -> dict:
+    """The whole pipeline on built objects; returns the summary dict (also printed as tables on rank 0)."""
+    verifier_dir, drafter_dir = resolve_checkpoints(job.verifier, job.drafter)
+    mask_id, shifted = drafter_conventions(job.drafter, drafter_dir)
+
+    t0 = time.perf_counter()
+    store = job.trajectories.generate(verifier_dir)
+    gen_s = time.perf_counter() - t0
+
+    L.seed_everything(job.seed, verbose=False)
+    datamodule = job.datamodule(store_dir=str(store), mask_token_id=mask_id, shifted=shifted)
+    module = job.module(drafter_path=str(drafter_dir), dtype=job.drafter.dtype, shifted=shifted,
+                        mask_token_id=mask_id, verifier_path=str(verifier_dir))
+    trainer = build_trainer(job)
+    t0 = time.perf_counter()
+    if job.resume is None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # the unaligned drafter: step 0
+    if trainer.max_steps != 0:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume)
+    train_s = time.perf_counter() - t0
+    params = (sum(p.numel() for p in module.drafter.parameters()),
+              sum(p.numel() for _, p in module.trainable_parameters()) if trainer.max_steps else 0)
+    exported = {}
+    if trainer.is_global_zero:
+        best = getattr(trainer.checkpoint_callback, "best_model_path", None)
+        exported = export_weights(module, job.export, best, drafter_dir, job.output_dir)
+    run = {"store": store, "gen_s": gen_s, "train_s": train_s, "params": params}
+    summary = make_summary(run, datamodule, module, trainer, _throughput(trainer), exported)
+    if trainer.is_global_zero:
+        print_training_summary(summary)
+    return summary
