@@ -1,4 +1,4 @@
-"""Evaluation entry point: python decode.py [decode=ar|sd_ar|specdiff] [data=...] (Hydra; -m for sweeps)."""
+"""Evaluation entry point: python decode.py [decode=ar|sd_ar|specdiff|...] [acceptance=...] [data=...] (Hydra; -m)."""
 
 from __future__ import annotations
 
@@ -19,26 +19,26 @@ def main(cfg: DictConfig) -> None:
         from hydra.utils import instantiate
 
         from specdiff2.data.prompts import load_prompts
-        from specdiff2.decode.rules import SamplingParams
         from specdiff2.decode.run import build_engine, pick_device, print_summary, run_prompts
+        from specdiff2.decode.sampling import SamplingParams
         from specdiff2.pocket.world import ensure_pocket_world
 
+        sampling = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p)
+        rule = instantiate(cfg.acceptance)  # refuses non-lossless choices (greedy at T > 0, ...) up front
         verifier_ref = instantiate(cfg.verifier)
-        strategy = cfg.decode.strategy
-        used = [verifier_ref] + ([instantiate(strategy.drafter)] if "drafter" in strategy else [])
+        used = [verifier_ref] + [instantiate(m.ref) for m in cfg.decode.models.values() if "ref" in m]
         for ref in used:  # fail fast, before any pocket build, on real checkpoints that are absent
             if not ref.pocket:
                 ref.resolve()
         if any(r.pocket for r in used):
             ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
         prompts = load_prompts(instantiate(cfg.data.prompts))
-        sampling = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p)
-        engine = build_engine(verifier_ref, instantiate(strategy), sampling, pick_device(cfg.device),
-                              cfg.max_seq_len, cfg.acceptance, cfg.seed)
+        models = instantiate(cfg.decode.models, _convert_="all")  # name -> loader(ctx): built by build_engine
+        engine = build_engine(verifier_ref, instantiate(cfg.decode.strategy), models, rule, sampling,
+                              pick_device(cfg.device), cfg.max_seq_len, cfg.seed)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run_prompts(engine, prompts, cfg.max_new_tokens, out_dir, cfg.decode.method, cfg.warmup)
         print_summary(summary, f"{cfg.decode.method} on {cfg.data.name} ({len(prompts)} prompts) → {out_dir}")
-
 
 if __name__ == "__main__":
     run_main(main, CONF_DIR)

@@ -31,3 +31,21 @@ def micro_world(tmp_path_factory):
     from specdiff2.pocket.world import ensure_pocket_world
 
     return ensure_pocket_world(micro_spec(), tmp_path_factory.mktemp("pocket") / "micro", log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """Random-init tiny verifier / drafters / token dataset for the decode tests (tests/tiny_world.py)."""
+    from tests.tiny_world import build_tiny_world
+
+    return build_tiny_world(tmp_path_factory.mktemp("tiny_world"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny decode models run faster on one intra-op thread: at hidden size 64, splitting a matmul costs more
+    than it saves, and on a loaded machine spinning OpenMP threads cost 10-20x. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,21 +17,16 @@ from specdiff2.decode.acceptance import (
     warp_probs,
 )
 from specdiff2.errors import ConfigError
+from tests.stats import chi2_fits, chi2_stat
 
 F64 = torch.float64
-# Chi-square critical values at p = 0.001, by degrees of freedom (scipy may not be installed).
-CHI2_CRIT_001 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467, 5: 20.515, 6: 22.458, 7: 24.322, 8: 26.124,
-                 9: 27.877, 10: 29.588, 11: 31.264, 12: 32.909, 13: 34.528, 14: 36.123, 15: 37.697}
 
 
 def assert_chi_square_fits(tokens: torch.Tensor, probs: torch.Tensor) -> None:
+    """Token draws ~ probs: χ² over every cell of positive probability (tests/stats.py), none drawn outside."""
     counts = torch.bincount(tokens.flatten(), minlength=probs.numel()).to(F64)
-    support = probs > 0
-    assert counts[~support].sum() == 0, "sampled a token with zero probability"
-    expected = counts.sum() * probs[support].to(F64)
-    stat = ((counts[support] - expected) ** 2 / expected).sum().item()
-    dof = int(support.sum()) - 1
-    assert stat < CHI2_CRIT_001[dof], f"chi-square {stat:.2f} (dof {dof}): {counts} vs {expected}"
+    stat, dof = chi2_stat(counts, probs, min_expected=0)
+    assert chi2_fits(counts, probs, min_expected=0), f"chi-square {stat:.2f} (dof {dof}): {counts} vs {probs}"
 
 
 # --- warp_probs ---------------------------------------------------------------------------------------------

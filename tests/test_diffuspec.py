@@ -7,26 +7,23 @@ from collections import Counter
 import pytest
 import torch
 
+from specdiff2.data.token_streams import load_ngram_proxy
+from specdiff2.decode.diffuspec.adl import ADLController
+from specdiff2.decode.diffuspec.cps import Lattice, beam_search, build_lattice, first_eos
+from specdiff2.decode.diffuspec.ngram import NGramModel
+from specdiff2.decode.diffuspec.proxies import KenLMProxy, NGramProxy
+from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
 from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.ngram import NGramModel
-from specdiff2.decode.proxies import ARProxy, KenLMProxy, NGramProxy
-from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.loading import engine_context, load_ar_proxy, load_diffusion_drafter, load_verifier
+from specdiff2.decode.rules import GreedyRule, RejectionRule
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.base import EngineContext
-from specdiff2.decode.strategies.diffuspec import (
-    ADLController,
-    DiffuSpecStrategy,
-    Lattice,
-    beam_search,
-    build_lattice,
-    first_eos,
-)
-from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import SpecDiffError
-from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.tokenizer import load_tokenizer
+from tests.stats import chi2_fits
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 EOS = 9
 
 
@@ -115,7 +112,7 @@ def test_beam_search_finds_the_best_path(lam):
 
         score, tokens = _brute_force(lattice, lam, ngram_lp)
         for limit in (1 << 22, 0):
-            proxy = NGramProxy.from_model(model, table_limit=limit)
+            proxy = NGramProxy(model, table_limit=limit)
             proxy.begin(seq, len(prefix), lattice.ids)
             got, _, got_score = beam_search(lattice, proxy.logprobs, lam, beam=3 ** 4)
             assert got.tolist() == tokens and math.isclose(float(got_score), score, rel_tol=1e-5, abs_tol=1e-5)
@@ -200,7 +197,7 @@ def test_ngram_save_load_and_build_once(tmp_path):
         calls.append(1)
         return stream
 
-    path = tmp_path / "ng.pt"
+    path = tmp_path / "ng.safetensors"
     a = NGramModel.build_cached(path, tokens, 3, 8, {"source": "toy"}, log=lambda *_: None)
     b = NGramModel.build_cached(path, tokens, 3, 8, {"source": "toy"}, log=lambda *_: None)
     assert len(calls) == 1 and path.is_file()
@@ -210,27 +207,53 @@ def test_ngram_save_load_and_build_once(tmp_path):
     assert len(calls) == 2 and NGramModel.load(path).order == 2
 
 
-# --- the strategy on the micro pocket world ---------------------------------------------------------------
+def test_ngram_file_is_safetensors_and_foreign_files_are_refused(tmp_path):
+    """The cache holds tensors + JSON only (no pickle); anything else is one clear DataError."""
+    model = NGramModel.build(torch.randint(0, 6, (200,), generator=torch.Generator().manual_seed(1)), 3, 8)
+    model.save(tmp_path / "ng.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ng.safetensors"), framework="pt") as f:
+        assert "ngram" in f.metadata() and set(f.keys()) >= {"unigram_probs", "order3.keys"}
+    torch.save({"format": "specdiff2-ngram-v1"}, tmp_path / "old.pt")  # a pickle-based file
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    for bad in ("old.pt", "junk.safetensors"):
+        with pytest.raises(SpecDiffError, match="not a readable n-gram model"):
+            NGramModel.load(tmp_path / bad)
+
+
+# --- the strategy on the tiny random-init checkpoints ------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def world(micro_world):
-    model, _ = load_transformer(micro_world.verifier)
+def world(tiny_world):
     # A short static cache: CPU attention cost scales with it, and prompt + 24 tokens + a draft fit in 64.
-    return micro_world, Verifier(model, 64), load_tokenizer(micro_world.verifier)
+    verifier, tok = load_verifier(CheckpointRef("verifier", str(tiny_world.verifier)), torch.device("cpu"), 64)
+    return tiny_world, verifier, tok
+
+
+def ctx_of(world) -> EngineContext:
+    return engine_context(world[1], world[2])
 
 
 @pytest.fixture(scope="module")
 def ngram_proxy(world, tmp_path_factory):
-    w, verifier, tok = world
-    proxy = NGramProxy(str(w.tokens), order=3, cache_path=str(tmp_path_factory.mktemp("ngram") / "micro.pt"))
-    proxy.prepare(EngineContext(tok, verifier.vocab_rows, torch.device("cpu"), 64), beam=2)  # build once
+    w = world[0]
+    proxy = load_ngram_proxy(ctx_of(world), str(w.tokens), order=3,
+                             cache_path=str(tmp_path_factory.mktemp("ngram") / "tiny.safetensors"))
+    proxy.prepare(ctx_of(world), beam=2)
     return proxy
 
 
-def strategy(w, proxy, **kw):
+@pytest.fixture(scope="module")
+def drafter_of(world):
+    ref = CheckpointRef("drafter", str(world[0].drafter), logit_shift=True)
+    return lambda: load_diffusion_drafter(ref, ctx_of(world))
+
+
+def strategy(drafter, proxy, **kw):
     args = {"k": 6, "k_min": 2, "k_max": 8, "delta": 3, "m_max": 4, "beam": 2, "proxy": proxy}
-    return DiffuSpecStrategy(CheckpointRef("drafter", str(w.drafter), logit_shift=True), **{**args, **kw})
+    return DiffuSpecStrategy(drafter, **{**args, **kw})
 
 
 PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self"]
@@ -239,30 +262,23 @@ PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo
 @pytest.fixture(scope="module")
 def greedy_reference(world):
     _, verifier, tok = world
-    ar = DecodeEngine(verifier, tok, Autoregressive(), SamplingParams())
+    ar = DecodeEngine(verifier, tok, Autoregressive(), GreedyRule(), SamplingParams())
     encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in PROMPTS]
     return {tuple(p): ar.generate(p, 24).token_ids for p in encoded}
 
 
 @pytest.mark.parametrize("cps,adl,proxy", [(False, False, "ngram"), (True, False, "ngram"), (False, True, "ngram"),
                                            (True, True, "ngram"), (True, True, "ar")])
-def test_greedy_output_equals_verifier_greedy(world, ngram_proxy, greedy_reference, cps, adl, proxy):
+def test_greedy_output_equals_verifier_greedy(world, ngram_proxy, drafter_of, greedy_reference, cps, adl, proxy):
     w, verifier, tok = world
-    chosen = ngram_proxy if proxy == "ngram" else ARProxy(CheckpointRef("ar_drafter", str(w.ar_drafter)))
-    eng = DecodeEngine(verifier, tok, strategy(w, chosen, cps=cps, adl=adl), SamplingParams())
+    chosen = ngram_proxy if proxy == "ngram" else load_ar_proxy(CheckpointRef("ar_drafter", str(w.ar_drafter)),
+                                                                ctx_of(world))
+    eng = DecodeEngine(verifier, tok, strategy(drafter_of(), chosen, cps=cps, adl=adl), GreedyRule(), SamplingParams())
     for p, ref in greedy_reference.items():
         gen = eng.generate(list(p), 24)
         assert gen.token_ids == ref
         m = gen.metrics
         assert m["mean_draft_len"] <= (8 if adl else 6) and m["mean_lattice_len"] <= m["mean_draft_len"]
-
-
-def _chi2_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
-    expected = probs * counts.sum()
-    keep = expected > 5
-    stat = (((counts - expected) ** 2) / expected.clamp_min(1e-9))[keep].sum()
-    dof = int(keep.sum()) - 1
-    return float(stat) < dof + 3.29 * math.sqrt(2 * dof) + 4  # ≈ p < 0.001 upper tail
 
 
 def _first_two(tokens, n_acc, nxt):
@@ -272,7 +288,7 @@ def _first_two(tokens, n_acc, nxt):
     return x1, x2
 
 
-def test_cps_point_mass_is_lossless(world, ngram_proxy):
+def test_cps_point_mass_is_lossless(world, ngram_proxy, drafter_of):
     """χ² (temperature 1, top-k 3) on the engine's rejection rule fed the strategy's real CPS draft: with
     point-mass q the first committed token follows p_1 and the second, after an accepted first, follows p_2.
     Control: the same path verified with the drafter marginals q_j (the combination diffuspec refuses) drifts
@@ -281,8 +297,8 @@ def test_cps_point_mass_is_lossless(world, ngram_proxy):
 
     w, verifier, tok = world
     params, gen = SamplingParams(1.0, 3), torch.Generator().manual_seed(0)
-    s = strategy(w, ngram_proxy, cps_sampling="point_mass", adl=False)
-    DecodeEngine(verifier, tok, s, params)  # prepares the strategy
+    s = strategy(drafter_of(), ngram_proxy, cps_sampling="point_mass", adl=False)
+    DecodeEngine(verifier, tok, s, RejectionRule(), params)  # prepares the strategy
     prompt = tok(PROMPTS[0], add_special_tokens=False)["input_ids"]
     seq = torch.tensor(prompt + [0] * 16)
     draft = s.draft(seq, len(prompt), 4, params, gen)
@@ -302,7 +318,7 @@ def test_cps_point_mass_is_lossless(world, ngram_proxy):
         return torch.bincount(x1, minlength=vocab).double(), torch.bincount(x2, minlength=vocab).double()
 
     c1, c2 = run(draft.q_probs)
-    assert _chi2_ok(c1, p[0]) and (c2.sum() < 50 or _chi2_ok(c2, p[1]))
+    assert chi2_fits(c1, p[0]) and (c2.sum() < 50 or chi2_fits(c2, p[1]))
     # Exact law of token 1 under the marginal q: accept π with min(1, p/q), else the residual of p − q.
     pi, qm = int(draft.tokens[0]), q_marginal[0].double()
     accept = min(1.0, float(p[0, pi] / qm[pi]))
@@ -310,10 +326,10 @@ def test_cps_point_mass_is_lossless(world, ngram_proxy):
     law = (1 - accept) * residual / residual.sum()
     law[pi] += accept
     if 0.5 * float((law - p[0]).abs().sum()) > 0.05:
-        assert not _chi2_ok(run(q_marginal)[0], p[0])
+        assert not chi2_fits(run(q_marginal)[0], p[0])
 
 
-def test_temperature_draft_modes(world, ngram_proxy):
+def test_temperature_draft_modes(world, ngram_proxy, drafter_of):
     """T > 0: cps_sampling=sample draws from the warped q and hands that q over (specdiff's lossless path, χ²
     in test_engine.py); point_mass hands over one-hot q at the (T = 0) CPS path."""
     w, verifier, tok = world
@@ -322,8 +338,8 @@ def test_temperature_draft_modes(world, ngram_proxy):
     seq = torch.tensor(prompt + [0] * 16)
     drafts = {}
     for mode in ("sample", "point_mass"):
-        s = strategy(w, ngram_proxy, cps_sampling=mode, adl=False)
-        DecodeEngine(verifier, tok, s, params)  # prepare
+        s = strategy(drafter_of(), ngram_proxy, cps_sampling=mode, adl=False)
+        DecodeEngine(verifier, tok, s, RejectionRule(), params)  # prepare
         drafts[mode] = s.draft(seq, len(prompt), 6, params, gen)
         drafts[mode + "_greedy"] = s.draft(seq, len(prompt), 6, SamplingParams(), gen)
         logits = s.drafter.window_logits(seq, len(prompt), torch.full((6,), s.drafter.mask_token_id))
@@ -360,8 +376,9 @@ def test_kenlm_proxy_reads_arpa_with_backoff(tmp_path):
     from types import SimpleNamespace
 
     (tmp_path / "toy.arpa").write_text(TOY_ARPA)
-    proxy = KenLMProxy(str(tmp_path / "toy.arpa"))
-    proxy.prepare(EngineContext(SimpleNamespace(eos_token_id=0), 8, torch.device("cpu"), 16), 2)
+    ctx = EngineContext(SimpleNamespace(eos_token_id=0), 8, torch.device("cpu"), 16)
+    proxy = KenLMProxy(str(tmp_path / "toy.arpa"), ctx)
+    proxy.prepare(ctx, 2)
     cands, none = torch.tensor([[5, 6, 0], [5, 6, 0]]), torch.zeros(1, 0, dtype=torch.long)
 
     def log10(i, beam_tokens):
@@ -375,32 +392,31 @@ def test_kenlm_proxy_reads_arpa_with_backoff(tmp_path):
 
 
 def test_bad_inputs_give_one_line_errors(world, tmp_path):
-    w, verifier, tok = world
-    proxy = NGramProxy.from_model(NGramModel.build(torch.arange(10) % 4, 2, 8))
-    ctx = EngineContext(tok, verifier.vocab_rows, torch.device("cpu"), 64)
+    proxy = NGramProxy(NGramModel.build(torch.arange(10) % 4, 2, 8))
+    ctx = ctx_of(world)
     cases = [
-        (lambda: strategy(w, proxy, tau=0.0), "tau"),
-        (lambda: strategy(w, proxy, tau=1.5), "tau"),
-        (lambda: strategy(w, proxy, k_min=9, k_max=4), "k_min"),
-        (lambda: strategy(w, proxy, beam=0), "beam"),
-        (lambda: strategy(w, proxy, lam=1.5), "lam"),
-        (lambda: strategy(w, proxy, m_max=0), "m_max"),
-        (lambda: strategy(w, proxy, rho=0.0), "rho"),
-        (lambda: strategy(w, proxy, k=20), "k_max"),
-        (lambda: strategy(w, proxy, cps_sampling="marginal"), "cps_sampling"),
-        (lambda: strategy(w, None), "proxy"),
-        (lambda: NGramProxy(str(tmp_path), order=0), "order"),
-        (lambda: NGramProxy(str(tmp_path / "nope")).prepare(ctx, 2), "does not exist"),
-        (lambda: NGramProxy(str(tmp_path)).prepare(ctx, 2), "token dataset"),
+        (lambda: strategy(None, proxy, tau=0.0), "tau"),
+        (lambda: strategy(None, proxy, tau=1.5), "tau"),
+        (lambda: strategy(None, proxy, k_min=9, k_max=4), "k_min"),
+        (lambda: strategy(None, proxy, beam=0), "beam"),
+        (lambda: strategy(None, proxy, lam=1.5), "lam"),
+        (lambda: strategy(None, proxy, m_max=0), "m_max"),
+        (lambda: strategy(None, proxy, rho=0.0), "rho"),
+        (lambda: strategy(None, proxy, k=20), "k_max"),
+        (lambda: strategy(None, proxy, cps_sampling="marginal"), "cps_sampling"),
+        (lambda: strategy(None, None), "proxy"),
+        (lambda: load_ngram_proxy(ctx, str(tmp_path), order=0), "order"),
+        (lambda: load_ngram_proxy(ctx, str(tmp_path / "nope")), "does not exist"),
+        (lambda: load_ngram_proxy(ctx, str(tmp_path)), "token dataset"),
         (lambda: NGramModel.build(torch.tensor([1, 2, 30, 4]), 2, vocab=8), "outside the vocabulary"),
         (lambda: NGramModel.build(torch.arange(10), 4, vocab=152064), "overflows"),
-        (lambda: NGramModel.load(tmp_path / "missing.pt"), "no n-gram model"),
+        (lambda: NGramModel.load(tmp_path / "missing.safetensors"), "no n-gram model"),
         (lambda: proxy.prepare(ctx, 2), "smaller than the verifier"),
     ]
     try:
         import kenlm  # noqa: F401
     except ImportError:
-        cases.append((lambda: KenLMProxy(str(tmp_path / "lm.arpa")).prepare(ctx, 2), "kenlm"))
+        cases.append((lambda: KenLMProxy(str(tmp_path / "lm.arpa"), ctx), "kenlm"))
     for fn, needle in cases:
         with pytest.raises(SpecDiffError) as err:
             fn()

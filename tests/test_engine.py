@@ -1,45 +1,67 @@
-"""The decode engine is lossless: greedy output == verifier greedy; sampled output ~ verifier p."""
+"""The decode engine is lossless: greedy output == verifier greedy; sampled output ~ verifier p.
 
-import math
+Runs on random-init tiny checkpoints (tests/tiny_world.py): drafters that copy the verifier's weights (with
+noise, or exactly with a causal prefix) give acceptance > 0, so both accept and reject paths are exercised.
+"""
+
+import shutil
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from specdiff2.bench.common import compose, engine_from_config
+from specdiff2.cli import _user_error
+from specdiff2.decode.diffuspec.ngram import NGramModel
+from specdiff2.decode.diffuspec.proxies import NGramProxy
+from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
 from specdiff2.decode.draft import Draft
 from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.loading import engine_context, load_ar_drafter, load_diffusion_drafter, load_verifier
+from specdiff2.decode.rules import (
+    AcceptanceRule,
+    GreedyRule,
+    RejectionRule,
+    StreakProxyRule,
+    TreeRule,
+    auto_rule,
+)
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
+from specdiff2.decode.strategies.base import DraftStrategy
+from specdiff2.decode.strategies.self_select import SelfSelectStrategy
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import SpecDiffError
-from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.tokenizer import load_tokenizer
+from tests.stats import chi2_fits
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
+TEXTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
+         "for i in range(10):\n", "    x = [", "# comment\n"]
 
 
 @pytest.fixture(scope="module")
-def world(micro_world):
-    model, _ = load_transformer(micro_world.verifier)
-    tok = load_tokenizer(micro_world.verifier)
-    return micro_world, Verifier(model, 256), tok
+def world(tiny_world):
+    verifier, tok = load_verifier(CheckpointRef("verifier", str(tiny_world.verifier)), CPU, 256)
+    return tiny_world, verifier, tok
 
 
-def refs(w):
-    return (CheckpointRef("drafter", str(w.drafter), logit_shift=True),
-            CheckpointRef("ar_drafter", str(w.ar_drafter)))
+def ref(w, name: str) -> CheckpointRef:
+    return CheckpointRef(name, str(getattr(w, name)), logit_shift=None if name == "ar_drafter" else True)
+
+
+def ctx_of(world):
+    return engine_context(world[1], world[2])
 
 
 def engine(world, strategy, temperature=0.0, top_k=0, seed=0):
-    w, verifier, tok = world
-    return DecodeEngine(verifier, tok, strategy, SamplingParams(temperature, top_k), seed=seed)
+    _, verifier, tok = world
+    return DecodeEngine(verifier, tok, strategy, auto_rule(temperature), SamplingParams(temperature, top_k), seed=seed)
 
 
 def prompts(tok, n=4):
-    texts = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
-             "for i in range(10):\n", "    x = [", "# comment\n"]
-    return [tok(t, add_special_tokens=False)["input_ids"] for t in texts[:n]]
+    return [tok(t, add_special_tokens=False)["input_ids"] for t in TEXTS[:n]]
 
 
 @pytest.fixture(scope="module")
@@ -52,25 +74,41 @@ STRATEGIES = [
     ("sd_ar", dict(gamma=1)), ("sd_ar", dict(gamma=3)), ("sd_ar", dict(gamma=6)),
     ("specdiff", dict(gamma=1, steps=1)), ("specdiff", dict(gamma=4, steps=1)), ("specdiff", dict(gamma=7, steps=3)),
     ("specdiff", dict(gamma=5, steps=2, cache="prefix")), ("specdiff", dict(gamma=8, steps=8)),
+    ("specdiff", dict(gamma=4, steps=1, drafter="causal_drafter")),
+    ("specdiff", dict(gamma=6, steps=2, cache="prefix", drafter="causal_drafter")),
 ]
 
 
 def make(world, kind, kwargs):
-    drafter, ar_drafter = refs(world[0])
-    return ARDraftStrategy(ar_drafter, **kwargs) if kind == "sd_ar" else SpecDiffStrategy(drafter, **kwargs)
+    kwargs = dict(kwargs)
+    if kind == "sd_ar":
+        return ARDraftStrategy(load_ar_drafter(ref(world[0], "ar_drafter"), ctx_of(world)), **kwargs)
+    cache, name = kwargs.pop("cache", "exact"), kwargs.pop("drafter", "drafter")
+    return SpecDiffStrategy(load_diffusion_drafter(ref(world[0], name), ctx_of(world), cache), **kwargs)
 
 
 @pytest.mark.parametrize("kind,kwargs", STRATEGIES)
 def test_greedy_output_equals_verifier_greedy(world, greedy_reference, kind, kwargs):
     eng = engine(world, make(world, kind, kwargs))
-    for p, ref in greedy_reference.items():
+    for p, reference in greedy_reference.items():
         gen = eng.generate(list(p), 24)
-        assert gen.token_ids == ref
-        assert gen.metrics["verifier_steps"] <= len(ref)
+        assert gen.token_ids == reference
+        assert gen.metrics["verifier_steps"] <= len(reference)
+
+
+def test_copied_drafters_get_drafts_accepted(world, greedy_reference):
+    """The fixture's point: drafters that copy the verifier have drafts accepted (and rejected) at T=0."""
+    for kind, kwargs in [("sd_ar", dict(gamma=3)), ("specdiff", dict(gamma=4, drafter="causal_drafter"))]:
+        eng = engine(world, make(world, kind, kwargs))
+        m = [eng.generate(list(p), 24).metrics for p in greedy_reference]
+        alpha_1 = sum(x["alpha_1"] for x in m) / len(m)
+        assert 0.3 < alpha_1 and sum(x["mean_accept_len"] for x in m) / len(m) > 1.3
 
 
 class OracleTree:
     """Test strategy: a trie of K drafts, one of them the verifier's own greedy continuation."""
+
+    name = "oracle_tree"
 
     def __init__(self, reference, k=3):
         self.reference, self.k = reference, k
@@ -100,9 +138,9 @@ class OracleTree:
 
 def test_tree_verification_and_commit(world, greedy_reference):
     eng = engine(world, OracleTree(greedy_reference))
-    for p, ref in greedy_reference.items():
+    for p, reference in greedy_reference.items():
         gen = eng.generate(list(p), 24)
-        assert gen.token_ids == ref
+        assert gen.token_ids == reference
         assert gen.metrics["mean_accept_len"] > 2.0  # the oracle branch was found inside the tree
 
 
@@ -115,21 +153,13 @@ def test_trie_merges_shared_prefixes():
     assert d.info["distinct_drafts"] == 3 and d.info["tree_size"] == 6
 
 
-def _chi2_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
-    expected = probs * counts.sum()
-    keep = expected > 5
-    stat = (((counts - expected) ** 2) / expected.clamp_min(1e-9))[keep].sum()
-    dof = int(keep.sum()) - 1
-    critical = dof + 3.29 * math.sqrt(2 * dof) + 4  # ≈ p < 0.001 upper tail (Wilson-Hilferty scale)
-    return float(stat) < critical
-
-
+@pytest.mark.parametrize("samples", [pytest.param(1200, marks=pytest.mark.slow), 300])
 @pytest.mark.parametrize("kind,kwargs", [("sd_ar", dict(gamma=3)), ("specdiff", dict(gamma=4, steps=2))])
-def test_sampled_tokens_follow_the_verifier(world, kind, kwargs):
+def test_sampled_tokens_follow_the_verifier(world, kind, kwargs, samples):
     """χ² on the joint of the first two committed tokens against p(x1)·p(x2|x1), top-k 3 on both."""
-    w, verifier, tok = world
+    _, verifier, tok = world
     params = SamplingParams(1.0, 3)
-    eng = DecodeEngine(verifier, tok, make(world, kind, kwargs), params, seed=0)
+    eng = DecodeEngine(verifier, tok, make(world, kind, kwargs), RejectionRule(), params, seed=0)
     prompt = prompts(tok, 1)[0]
     model = verifier.model
     with torch.no_grad():
@@ -141,22 +171,21 @@ def test_sampled_tokens_follow_the_verifier(world, kind, kwargs):
         joint = {(a, b): float(p1[a] * pb) for a in firsts for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
     cells = sorted(joint)
     counts = torch.zeros(len(cells), dtype=torch.float64)
-    for s in range(1200):
+    for s in range(samples):
         out = eng.generate(prompt, 2, seed=s).token_ids
         counts[cells.index(tuple(out[:2]))] += 1
-    assert _chi2_ok(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
 
 
 def test_bad_inputs_give_one_line_errors(world, tmp_path):
-    w, verifier, tok = world
-    drafter, _ = refs(w)
     eng = engine(world, Autoregressive())
     cases = [
         (lambda: eng.generate([5] * 300, 4), "does not fit the context"),
         (lambda: eng.generate([5, 6], 0), "max_new_tokens"),
-        (lambda: SpecDiffStrategy(drafter, gamma=0), "gamma"),
-        (lambda: ARDraftStrategy(drafter, gamma=-1), "gamma"),
-        (lambda: engine(world, SpecDiffStrategy(CheckpointRef("drafter", str(tmp_path / "nope")))), "does not exist"),
+        (lambda: SpecDiffStrategy(None, gamma=0), "gamma"),
+        (lambda: ARDraftStrategy(None, gamma=-1), "gamma"),
+        (lambda: load_diffusion_drafter(CheckpointRef("drafter", str(tmp_path / "nope")), ctx_of(world)),
+         "does not exist"),
         (lambda: CheckpointRef("verifier", "Qwen/Qwen2.5-72B-Instruct").resolve(), "huggingface-cli download"),
     ]
     for fn, needle in cases:
@@ -167,11 +196,9 @@ def test_bad_inputs_give_one_line_errors(world, tmp_path):
 
 def test_mismatched_tokenizers_are_refused(world, tmp_path):
     """A drafter whose tokenizer maps ids to other tokens: one error naming the first differing ids."""
-    import shutil
-
     from specdiff2.pocket.tokenizer import train_tokenizer
 
-    w, verifier, tok = world
+    w = world[0]
     bad = tmp_path / "drafter"
     shutil.copytree(w.drafter, bad)
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -179,17 +206,82 @@ def test_mismatched_tokenizers_are_refused(world, tmp_path):
     texts = ["zzz yyy xxx " * 50, "print('other corpus')\n" * 40]
     train_tokenizer(texts, 300, bad)
     with pytest.raises(SpecDiffError, match="tokenizers disagree") as err:
-        engine(world, SpecDiffStrategy(CheckpointRef("drafter", str(bad), logit_shift=True)))
+        load_diffusion_drafter(CheckpointRef("drafter", str(bad), logit_shift=True), ctx_of(world))
     assert "first:" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_drafter_only_ids_are_never_proposed(world):
-    w, verifier, tok = world
-    strategy = SpecDiffStrategy(refs(w)[0], gamma=6)
+    w, _, tok = world
+    strategy = SpecDiffStrategy(load_diffusion_drafter(ref(w, "drafter"), ctx_of(world)), gamma=6)
     eng = engine(world, strategy)
     prop = strategy.drafter.proposable
     assert not prop[tok.mask_token_id] and not prop[tok.pad_token_id]
-    assert not prop[len(tok):].any()  # embedding rows beyond the tokenizer
+    assert prop.shape[0] > len(tok) and not prop[len(tok):].any()  # embedding rows beyond the tokenizer
     seq = torch.tensor(prompts(tok, 1)[0] + [0] * 32)
     draft = strategy.draft(seq, len(prompts(tok, 1)[0]), 6, SamplingParams(1.0), torch.Generator().manual_seed(0))
     assert prop[draft.tokens].all() and eng is not None
+
+
+# --- plug-in protocols and their configs ---------------------------------------------------------------------
+
+
+def test_strategies_and_rules_conform_to_their_protocols(world):
+    w = world[0]
+    ctx = ctx_of(world)
+    drafter = load_diffusion_drafter(ref(w, "drafter"), ctx)
+    proxy = NGramProxy(NGramModel.build(torch.arange(40) % 7, 2, world[1].vocab_rows))
+    strategies = [Autoregressive(), ARDraftStrategy(load_ar_drafter(ref(w, "ar_drafter"), ctx)),
+                  SpecDiffStrategy(drafter), SelfSelectStrategy(drafter), DiffuSpecStrategy(drafter, proxy=proxy)]
+    assert all(isinstance(s, DraftStrategy) for s in strategies)
+    assert [s.name for s in strategies] == ["ar", "sd_ar", "specdiff", "self_select", "diffuspec"]
+
+    class NoObserve:
+        name = "broken"
+
+        def prepare(self, ctx): ...
+        def reset(self): ...
+        def draft(self, seq, length, budget, sampling, generator): ...
+
+    assert not isinstance(NoObserve(), DraftStrategy)
+    assert all(isinstance(r, AcceptanceRule) for r in (GreedyRule(), RejectionRule(), TreeRule(0.0), StreakProxyRule()))
+
+
+def _tiny_overrides(w) -> list[str]:
+    return [f"verifier.path={w.verifier}", "verifier.pocket=false", f"drafter.path={w.drafter}", "drafter.pocket=false",
+            f"ar_drafter.path={w.ar_drafter}", "ar_drafter.pocket=false", "max_seq_len=128", "device=cpu"]
+
+
+@pytest.mark.parametrize("method", ["ar", "sd_ar", "specdiff", "tiny", "self_select", "diffuspec"])
+def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_reference, method, tmp_path):
+    """conf/decode/<method> + conf/acceptance: the factory builds the models, the strategy receives them."""
+    w = world[0]
+    extra = [f"decode.models.proxy.source={w.tokens}", f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
+             "decode.strategy.k=4", "decode.strategy.k_min=2", "decode.strategy.k_max=6"] if method == "diffuspec" else []
+    cfg = compose("decode", [f"decode={method}", *_tiny_overrides(w), *extra])
+    eng = engine_from_config(cfg)
+    assert isinstance(eng.strategy, DraftStrategy) and eng.strategy.name == cfg.decode.method
+    assert isinstance(eng.rule, TreeRule if method == "self_select" else GreedyRule)
+    p, reference = next(iter(greedy_reference.items()))
+    assert eng.generate(list(p), 12).token_ids == reference[:12]
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["acceptance=greedy", "temperature=0.7"], "acceptance=rejection"),
+    (["acceptance=streak_proxy", "temperature=0.7"], "temperature 0.7 is biased"),
+    (["decode=self_select", "acceptance=streak_proxy", "temperature=0.5"], "is biased"),
+])
+def test_acceptance_configs_refuse_lossy_combinations_at_build_time(overrides, needle):
+    cfg = compose("decode", overrides)
+    with pytest.raises(Exception) as err:
+        instantiate(cfg.acceptance)
+    user = _user_error(err.value)
+    assert user is not None and needle in str(user) and "\n" not in str(user)
+
+
+@pytest.mark.parametrize("option,rule", [("auto", GreedyRule), ("tiny", GreedyRule), ("greedy", GreedyRule),
+                                         ("rejection", RejectionRule), ("tree", TreeRule),
+                                         ("streak_proxy", StreakProxyRule)])
+def test_acceptance_options_build_their_rule(option, rule):
+    assert type(instantiate(compose("decode", [f"acceptance={option}"]).acceptance)) is rule
+    if option == "auto":
+        assert type(instantiate(compose("decode", ["acceptance=auto", "temperature=0.5"]).acceptance)) is RejectionRule

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories, load_trajectories
-from specdiff2.decode.ar_batch import SamplingConfig, sample_batch
+from specdiff2.decode.ar_batch import TrajectoryLimits, sample_batch
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError
 from specdiff2.models.checkpoint import load_transformer
 
@@ -24,7 +25,7 @@ def rows(store):
 def test_ar_batch_matches_sequential_greedy_and_stops_at_eos(micro_world):
     model, _ = load_transformer(micro_world.verifier)
     prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [20, 21, 22, 23]]  # ragged: left padding must not leak
-    out = sample_batch(model, prompts, SamplingConfig(max_new_tokens=10, temperature=0), eos_id=0)
+    out = sample_batch(model, prompts, SamplingParams(0.0), TrajectoryLimits(max_new_tokens=10), eos_id=0)
     for prompt, sample in zip(prompts, out):
         seq = list(prompt)
         for _ in range(len(sample.continuation_ids)):
@@ -32,7 +33,8 @@ def test_ar_batch_matches_sequential_greedy_and_stops_at_eos(micro_world):
         assert seq[len(prompt):] == sample.continuation_ids
     seq = out[0].continuation_ids
     first = max(i for i, t in enumerate(seq) if t not in seq[:i])  # pretend that token is EOS: stop there
-    stopped = sample_batch(model, prompts[:1], SamplingConfig(max_new_tokens=10, temperature=0), eos_id=seq[first])
+    stopped = sample_batch(model, prompts[:1], SamplingParams(0.0), TrajectoryLimits(max_new_tokens=10),
+                           eos_id=seq[first])
     assert stopped[0].finished and stopped[0].continuation_ids == seq[: first + 1]
 
 

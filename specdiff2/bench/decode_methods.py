@@ -11,20 +11,15 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from specdiff2.bench.common import compose
+from specdiff2.bench.common import compose, engine_from_config
 from specdiff2.data.prompts import load_prompts
-from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.loading import load_verifier
 from specdiff2.decode.metrics import aggregate
-from specdiff2.decode.rules import SamplingParams
 from specdiff2.decode.run import pick_device
-from specdiff2.decode.verifier import Verifier
-from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.pocket.world import ensure_pocket_world
 
 DEFAULT_METHODS = [
@@ -49,7 +44,7 @@ DIFFUSPEC_METHODS = [
     "decode=ar",
     *[_DIFFUSPEC.format(cps, adl) for cps, adl in (("false", "false"), ("true", "false"), ("false", "true"),
                                                      ("true", "true"))],
-    _DIFFUSPEC.format("true", "true") + " decode/proxy@decode.strategy.proxy=ar",
+    _DIFFUSPEC.format("true", "true") + " decode/proxy@decode.models.proxy=ar",
     *[f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps=1" for g in (8, 16, 32)],
 ]
 PRESETS = {"default": DEFAULT_METHODS, "self_select": SELF_SELECT_METHODS, "diffuspec": DIFFUSPEC_METHODS}
@@ -71,18 +66,13 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 def run(args) -> list[dict]:
     base = compose("decode", args.overrides)
     ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
-    device = pick_device(base.device)
-    ref = instantiate(base.verifier)
-    model, _ = load_transformer(ref.resolve(), dtype=getattr(torch, ref.dtype), device=device)
-    tok = load_tokenizer(ref.resolve())
-    verifier = Verifier(model, base.max_seq_len)
+    verifier, tok = load_verifier(instantiate(base.verifier), pick_device(base.device), base.max_seq_len)
     prompts = load_prompts(instantiate(base.data.prompts))
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
-    sampling = SamplingParams(base.temperature, base.top_k, base.top_p)
     results, reference = [], None
     for method in args.method or PRESETS[getattr(args, "preset", "default")]:
         cfg = compose("decode", [*args.overrides, *method.split()])
-        engine = DecodeEngine(verifier, tok, instantiate(cfg.decode.strategy), sampling, cfg.acceptance, cfg.seed)
+        engine = engine_from_config(cfg, verifier, tok)
         engine.generate(encoded[0], 16)  # warm-up, untimed
         gens = [engine.generate(ids, base.max_new_tokens, seed=base.seed + i) for i, ids in enumerate(encoded)]
         row = {"method": label(method), **aggregate([g.metrics for g in gens])}

@@ -14,7 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
@@ -22,14 +21,13 @@ from rich.table import Table
 from specdiff2.bench.common import compose
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
 from specdiff2.decode.metrics import aggregate
-from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.rules import GreedyRule
+from specdiff2.decode.run import pick_device
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.decode.verifier import Verifier
-from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.dtypes import torch_dtype
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.pocket.world import ensure_pocket_world
 from specdiff2.training.pipeline import run_distillation
 
@@ -50,16 +48,15 @@ def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:
 def evaluate(drafters: dict[str, str], overrides: list[str], gamma: int, n_prompts: int, max_new: int) -> dict:
     cfg = compose("decode", overrides)
     ref = instantiate(cfg.verifier)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _ = load_transformer(ref.resolve(), dtype=torch_dtype(ref.dtype), device=device)
-    tok = load_tokenizer(ref.resolve())
-    verifier = Verifier(model, cfg.max_seq_len)
+    verifier, tok = load_verifier(ref, pick_device("auto"), cfg.max_seq_len)
+    ctx = engine_context(verifier, tok)
     prompts = load_prompts(instantiate(cfg.data.prompts))[:n_prompts]
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     results = {}
     for arm, path in drafters.items():
-        drafter = CheckpointRef("drafter", path, dtype=ref.dtype, logit_shift=True)
-        engine = DecodeEngine(verifier, tok, SpecDiffStrategy(drafter, gamma=gamma, steps=1), SamplingParams())
+        drafter = load_diffusion_drafter(CheckpointRef("drafter", path, dtype=ref.dtype, logit_shift=True), ctx)
+        engine = DecodeEngine(verifier, tok, SpecDiffStrategy(drafter, gamma=gamma, steps=1), GreedyRule(),
+                              SamplingParams())
         engine.generate(encoded[0], 16)
         results[arm] = aggregate([engine.generate(ids, max_new).metrics for ids in encoded])
     return results

@@ -19,11 +19,11 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from specdiff2.bench.common import compose
+from specdiff2.bench.common import compose, engine_from_config
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.metrics import aggregate
-from specdiff2.decode.run import build_engine, pick_device
+from specdiff2.decode.run import pick_device
 from specdiff2.pocket.world import ensure_pocket_world
 
 METHODS = [
@@ -52,7 +52,7 @@ def engine_rows(base_overrides: list[str], methods: list[str], prompts: list[lis
     for method in methods:
         cfg = compose("decode", [*base_overrides, *method.split()])
         try:
-            engine = build_engine(cfg)
+            engine = engine_from_config(cfg)
         except Exception as err:  # one broken method must not cost the whole GPU run: report it in the table
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
             continue
@@ -70,7 +70,7 @@ def profile_one(base_overrides: list[str], method: str, ids: list[int], max_new:
     """Top operators by GPU time and the host-side total for one warmed generation."""
     from torch.profiler import ProfilerActivity, profile
 
-    engine = build_engine(compose("decode", [*base_overrides, *method.split()]))
+    engine = engine_from_config(compose("decode", [*base_overrides, *method.split()]))
     engine.generate(ids, max_new)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         gen = engine.generate(ids, max_new)
@@ -114,7 +114,7 @@ def main() -> None:
     results = {"device": device, "sets": {}}
     for name in args.sets.split(","):
         cfg = compose("decode", [*args.overrides, f"data={name}", f"data.prompts.limit={args.prompts}"])
-        engine = build_engine(compose("decode", [*args.overrides, "decode=ar"]))
+        engine = engine_from_config(compose("decode", [*args.overrides, "decode=ar"]))
         tok = engine.tokenizer
         prompts = [tok(p.text, add_special_tokens=False)["input_ids"] for p in load_prompts(instantiate(cfg.data.prompts))]
         del engine

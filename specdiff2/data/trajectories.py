@@ -27,7 +27,8 @@ import numpy as np
 
 from specdiff2.data.prompts import PromptSource, load_prompts
 from specdiff2.data.trajectory_backends import make_backend
-from specdiff2.decode.ar_batch import SamplingConfig
+from specdiff2.decode.ar_batch import TrajectoryLimits
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
 
 MANIFEST = "manifest.json"
@@ -73,9 +74,11 @@ class GenerationSpec:
         for name in ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens"):
             require(getattr(self, name) > 0, f"data.generation.{name} must be > 0, got {getattr(self, name)}")
 
-    def sampling(self, vocab_limit: int | None) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.topk_logprobs,
-                              self.logprob_temperature, vocab_limit)
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p)
+
+    def limits(self, vocab_limit: int | None) -> TrajectoryLimits:
+        return TrajectoryLimits(self.max_new_tokens, self.topk_logprobs, self.logprob_temperature, vocab_limit)
 
 
 @dataclass

@@ -30,15 +30,15 @@ class EngineBackend:
         self.model, _ = load_transformer(verifier_dir, _DTYPES[spec.dtype], self.device)
         self.model.eval().requires_grad_(False)
         self.spec, self.eos_id = spec, eos_id
-        self.sampling = spec.sampling(vocab_limit)
+        self.sampling, self.limits = spec.sampling(), spec.limits(vocab_limit)
 
     def generate(self, prompts: list[list[int]], n: int, seed: int) -> list[ARSample]:
         rows = [p for p in prompts for _ in range(n)]
         generator = torch.Generator(device=self.device).manual_seed(seed)
         out: list[ARSample] = []
         for lo in range(0, len(rows), self.spec.batch_size):
-            out += sample_batch(self.model, rows[lo: lo + self.spec.batch_size], self.sampling, self.eos_id,
-                                generator)
+            out += sample_batch(self.model, rows[lo: lo + self.spec.batch_size], self.sampling, self.limits,
+                                self.eos_id, generator)
         return out
 
 

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
-from specdiff2.decode.acceptance import sample_probs, warp_probs
+from specdiff2.decode.acceptance import sample_probs
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, require
 from specdiff2.models.masks import causal_cache_mask
 from specdiff2.models.transformer import Transformer
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
+class TrajectoryLimits:
+    """What a trajectory sample records and how long it runs (the sampling itself is a `SamplingParams`)."""
+
     max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
     topk_logprobs: int = 0  # store the verifier's top-k log-probs per continuation position (0 = none)
     logprob_temperature: float = 1.0  # temperature of the stored log-probs (soft targets of the drafter)
     vocab_limit: int | None = None  # ids >= this (untrained embedding rows past the tokenizer) are never sampled
@@ -65,27 +65,27 @@ def _ensure_cache(model: Transformer, batch: int, length: int) -> None:
         model.setup_cache(batch, length)
 
 
-def _warp(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-    if cfg.vocab_limit is not None and cfg.vocab_limit < logits.shape[-1]:
+def _limit_vocab(logits: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
         logits = logits.clone()
-        logits[..., cfg.vocab_limit:] = float("-inf")
+        logits[..., vocab_limit:] = float("-inf")
     return logits
 
 
 @torch.no_grad()
-def sample_batch(model: Transformer, prompts: list[list[int]], cfg: SamplingConfig, eos_id: int,
-                 generator: torch.Generator | None = None, pad_id: int | None = None) -> list[ARSample]:
+def sample_batch(model: Transformer, prompts: list[list[int]], sampling: SamplingParams, limits: TrajectoryLimits,
+                 eos_id: int, generator: torch.Generator | None = None, pad_id: int | None = None) -> list[ARSample]:
     """Sample one continuation per prompt (repeat a prompt for several samples); stops each row at EOS.
 
     Randomness comes only from `generator` (on the model's device), so a fixed batch and seed give fixed output.
     """
     require(len(prompts) > 0 and all(len(p) > 0 for p in prompts), "sample_batch needs non-empty prompts",
             ConfigError)
-    require(cfg.max_new_tokens > 0, f"max_new_tokens must be > 0, got {cfg.max_new_tokens}", ConfigError)
+    require(limits.max_new_tokens > 0, f"max_new_tokens must be > 0, got {limits.max_new_tokens}", ConfigError)
     device = model.model.embed_tokens.weight.device
     ids, lengths = _left_pad(prompts, eos_id if pad_id is None else pad_id, device)  # (B, P), (B,)
     batch, width = ids.shape
-    cache_len = width + cfg.max_new_tokens
+    cache_len = width + limits.max_new_tokens
     _ensure_cache(model, batch, cache_len)
     cache_len = model.cache_len
     pad = width - lengths  # (B,) pad slots of each row
@@ -97,17 +97,17 @@ def sample_batch(model: Transformer, prompts: list[list[int]], cfg: SamplingConf
 
     tokens, top_ids, top_lps = [], [], []
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    for step in range(cfg.max_new_tokens):
-        logits = _warp(logits, cfg)
-        token = sample_probs(warp_probs(logits, cfg.temperature, cfg.top_k, cfg.top_p), generator)  # (B,)
-        if cfg.topk_logprobs:
-            logprobs = torch.log_softmax(logits / cfg.logprob_temperature, dim=-1)  # (B, V)
-            lp, ix = logprobs.topk(cfg.topk_logprobs, dim=-1)  # (B, k)
+    for step in range(limits.max_new_tokens):
+        logits = _limit_vocab(logits, limits.vocab_limit)
+        token = sample_probs(sampling.probs(logits), generator)  # (B,)
+        if limits.topk_logprobs:
+            logprobs = torch.log_softmax(logits / limits.logprob_temperature, dim=-1)  # (B, V)
+            lp, ix = logprobs.topk(limits.topk_logprobs, dim=-1)  # (B, k)
             top_ids.append(ix)
             top_lps.append(lp)
         tokens.append(token)
         done = done | (token == eos_id)
-        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+        if bool(done.all()) or step == limits.max_new_tokens - 1:
             break
         slot = width + step
         mask = causal_cache_mask(slot, 1, cache_len, device) & real_key  # (B, 1, 1, S)

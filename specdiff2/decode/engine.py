@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from specdiff2.decode.metrics import DecodeStats, PhaseTimer
-from specdiff2.decode.rules import SamplingParams, make_rule
-from specdiff2.decode.strategies.base import EngineContext
+from specdiff2.decode.rules import AcceptanceRule
+from specdiff2.decode.sampling import SamplingParams
+from specdiff2.decode.strategies.base import DraftStrategy, EngineContext
 from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
 
@@ -26,12 +27,10 @@ class Generation:
 
 
 class DecodeEngine:
-    def __init__(self, verifier: Verifier, tokenizer, strategy, sampling: SamplingParams,
-                 acceptance: str = "auto", seed: int = 0, max_positions: int = 64):
+    def __init__(self, verifier: Verifier, tokenizer, strategy: DraftStrategy, rule: AcceptanceRule,
+                 sampling: SamplingParams, seed: int = 0, max_positions: int = 64):
         self.verifier, self.tokenizer, self.strategy, self.sampling = verifier, tokenizer, strategy, sampling
-        # A strategy that brings its own acceptance (e.g. self_select's streak proxy) exposes `rule()`.
-        custom = getattr(strategy, "rule", None)
-        self.rule = custom(acceptance, sampling) if custom else make_rule(acceptance, sampling.temperature)
+        self.rule = rule  # built and checked against the temperature by conf/acceptance (decode/rules.py)
         self.device = verifier.device
         self.seed, self.max_positions = seed, max_positions
         self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()

@@ -5,38 +5,34 @@ the 0-d count of accepted draft tokens, left on the device so the engine syncs o
 
 The tensor math lives in `acceptance.py` (pure functions); a rule only walks the draft's shape.
 Verifier logits row 0 belongs to the last committed token (it predicts depth 1); row n+1 to node n.
+
+Rules are built once, before decoding, by the `conf/acceptance/` group (auto, greedy, rejection, tree,
+streak_proxy). The builders take the verifier temperature and refuse the combinations that are not lossless,
+so a bad choice fails at start-up with one line instead of mid-run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from specdiff2.decode.acceptance import (
-    greedy_accept,
-    multi_draft_accept,
-    rejection_accept,
-    sample_probs,
-    warp_probs,
-)
+from specdiff2.decode.acceptance import greedy_accept, multi_draft_accept, rejection_accept, sample_probs
 from specdiff2.decode.draft import Draft
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError
 from specdiff2.models.masks import tree_ancestors
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
+@runtime_checkable
+class AcceptanceRule(Protocol):
+    """(draft, verifier logits (N+1, V), sampling, generator) -> (path, next_token); see the module docstring.
 
-    def __post_init__(self):
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"bad sampling params {self}; need temperature >= 0, top_k >= 0, 0 < top_p <= 1")
+    May write `draft.info` (per-step statistics the engine averages); must not touch the verifier or its cache.
+    """
 
-    def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return warp_probs(logits, self.temperature, self.top_k, self.top_p)
+    def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams,
+                 generator) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class GreedyRule:
@@ -94,14 +90,79 @@ class RejectionRule:
         return torch.tensor(accepted, dtype=torch.long, device=paths.device), sample_probs(p_probs[node + 1], generator)
 
 
-def make_rule(name: str, temperature: float):
-    """`auto` picks greedy at temperature 0 and rejection sampling otherwise."""
-    if name == "auto":
-        name = "greedy" if temperature == 0 else "rejection"
-    if name == "greedy":
-        if temperature != 0:
-            raise ConfigError("acceptance=greedy is only lossless at temperature 0; use acceptance=rejection")
-        return GreedyRule()
-    if name == "rejection":
-        return RejectionRule()
-    raise ConfigError(f"unknown acceptance rule {name!r}; use auto, greedy or rejection")
+def winning_draft(draft: Draft, path: torch.Tensor) -> int:
+    """Index, in draw order, of the first draft whose path holds the accepted nodes (0 if none accepted)."""
+    if draft.is_chain or path.numel() == 0:
+        return 0
+    depth = path.numel()
+    through = draft.paths[:, depth - 1] == path[-1]  # (K,) drafts passing the last accepted node
+    return int(through.nonzero()[0, 0])
+
+
+class TreeRule:
+    """Multi-draft acceptance along a trie: the longest greedy path at temperature 0, multi-draft rejection
+    sampling otherwise (lossless for every K). Records which draft won in draft.info (winner, winner_not_first).
+    """
+
+    def __init__(self, temperature: float):
+        self.rule = auto_rule(temperature)
+
+    def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
+        path, next_token = self.rule(draft, verifier_logits, sampling, generator)
+        if draft.size:
+            winner = winning_draft(draft, path)
+            draft.info.update(winner=winner, winner_not_first=float(winner > 0))
+        return path, next_token
+
+
+class StreakProxyRule:
+    """SpecDiff-2's selection: best draft by Σ_m Π_{j≤m} p_j(x_j), then greedy acceptance along it.
+
+    p is the verifier's unwarped softmax from the same tree forward (at temperature 0 the warped p is
+    one-hot, and the score would collapse to the greedy match length). Any single path accepted
+    greedily reproduces the verifier's argmax, so the output stays the verifier greedy output; only
+    the number of tokens per step depends on the choice. Biased at temperature > 0 (picking a draft by p,
+    then min(1, p/q) on it, is not lossless): refused there.
+    """
+
+    def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
+        if sampling.temperature != 0:
+            raise ConfigError("acceptance=streak_proxy is only lossless at temperature 0; use acceptance=tree")
+        if draft.size == 0:
+            return torch.zeros((), dtype=torch.long, device=verifier_logits.device), verifier_logits[0].argmax()
+        paths = draft.paths  # (K, D) node ids, −1 past a draft's end
+        valid = paths >= 0  # (K, D)
+        nodes = paths.clamp_min(0)  # (K, D)
+        log_p = verifier_logits.float().log_softmax(-1)  # (N+1, V)
+        node_log_p = log_p[draft.parents + 1, draft.tokens]  # (N,) log p(node token | its ancestors)
+        # where, not a product: a −inf log p times a 0 mask would be NaN.
+        streak = torch.where(valid, node_log_p[nodes], 0.0).cumsum(1).exp() * valid  # (K, D) Π_{j≤m} p_j(x_j)
+        best = int(streak.sum(1).argmax())  # ties: first in draw order
+        chosen = nodes[best][valid[best]]  # (D_b,) node ids along the chosen draft
+        rows = torch.cat([chosen.new_zeros(1), chosen + 1])  # (D_b+1,) logits rows predicting each depth
+        n, next_token = greedy_accept(draft.tokens[chosen][None], verifier_logits[rows][None])  # (1,), (1,)
+        draft.info.update(winner=best, winner_not_first=float(best > 0))
+        if draft.is_chain:  # the engine expects the 0-d count for chains
+            return n[0], next_token[0]
+        return chosen[: int(n[0])], next_token[0]
+
+
+# --- builders (conf/acceptance/*.yaml) ---------------------------------------------------------------------
+
+
+def greedy_rule(temperature: float) -> GreedyRule:
+    if temperature != 0:
+        raise ConfigError("acceptance=greedy is only lossless at temperature 0; use acceptance=rejection")
+    return GreedyRule()
+
+
+def auto_rule(temperature: float) -> GreedyRule | RejectionRule:
+    """Greedy acceptance at temperature 0, rejection sampling otherwise."""
+    return GreedyRule() if temperature == 0 else RejectionRule()
+
+
+def streak_proxy_rule(temperature: float) -> StreakProxyRule:
+    if temperature != 0:
+        raise ConfigError(f"acceptance=streak_proxy at temperature {temperature} is biased (picking a draft by p, "
+                          "then min(1, p/q) on it, is not lossless); use acceptance=tree or temperature=0")
+    return StreakProxyRule()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,13 +12,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.loading import engine_context, load_verifier
 from specdiff2.decode.metrics import aggregate
-from specdiff2.decode.rules import SamplingParams
+from specdiff2.decode.rules import AcceptanceRule
+from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
-from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.refs import CheckpointRef
-from specdiff2.models.tokenizer import load_tokenizer
 
 
 def pick_device(name: str) -> torch.device:
@@ -28,12 +29,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_engine(verifier_ref: CheckpointRef, strategy, sampling: SamplingParams, device: torch.device,
-                 max_seq_len: int, acceptance: str = "auto", seed: int = 0) -> DecodeEngine:
-    path = verifier_ref.resolve()
-    model, _ = load_transformer(path, dtype=getattr(torch, verifier_ref.dtype), device=device)
-    tokenizer = load_tokenizer(path)
-    return DecodeEngine(Verifier(model, max_seq_len), tokenizer, strategy, sampling, acceptance, seed)
+def build_engine(verifier_ref: CheckpointRef, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
+                 sampling: SamplingParams, device: torch.device, max_seq_len: int, seed: int = 0) -> DecodeEngine:
+    """Load the verifier, then `engine_for` (conf: verifier, decode.strategy, decode.models, acceptance)."""
+    verifier, tokenizer = load_verifier(verifier_ref, device, max_seq_len)
+    return engine_for(verifier, tokenizer, strategy, models, rule, sampling, seed)
+
+
+def engine_for(verifier: Verifier, tokenizer, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
+               sampling: SamplingParams, seed: int = 0) -> DecodeEngine:
+    """An engine on an already loaded verifier (benches share one across methods).
+
+    strategy: the strategy class with its knobs bound, missing only its models (Hydra `_partial_`).
+    models: strategy argument name -> loader called with the EngineContext (drafters, DiffuSpec's proxy).
+    """
+    ctx = engine_context(verifier, tokenizer)
+    built = {name: load(ctx=ctx) for name, load in models.items()}
+    return DecodeEngine(verifier, tokenizer, strategy(**built), rule, sampling, seed)
 
 
 def run_prompts(engine: DecodeEngine, prompts, max_new_tokens: int, out_dir: Path, method: str,

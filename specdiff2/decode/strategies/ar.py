@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, check_gamma, load_drafter, pick_tokens
+from specdiff2.decode.strategies.base import EngineContext, check_gamma, pick_tokens
 from specdiff2.models.drafters import ARDrafter
-from specdiff2.models.refs import CheckpointRef
 
 
 class Autoregressive:
@@ -33,13 +32,11 @@ class ARDraftStrategy:
 
     name = "sd_ar"
 
-    def __init__(self, drafter: CheckpointRef, gamma: int = 4):
+    def __init__(self, drafter: ARDrafter, gamma: int = 4):
         check_gamma(gamma)
-        self.ref, self.gamma = drafter, gamma
+        self.drafter, self.gamma = drafter, gamma
 
     def prepare(self, ctx: EngineContext) -> None:
-        model, _, proposable, _ = load_drafter(self.ref, ctx, diffusion=False)
-        self.drafter = ARDrafter(model, proposable, ctx.max_seq_len)
         self.device = ctx.device
 
     def reset(self) -> None:

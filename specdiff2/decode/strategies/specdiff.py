@@ -7,14 +7,9 @@ import math
 import torch
 
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import (
-    EngineContext,
-    check_gamma,
-    load_diffusion_drafter,
-    pick_tokens,
-)
+from specdiff2.decode.strategies.base import EngineContext, check_gamma, pick_tokens
 from specdiff2.errors import ConfigError
-from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.drafters import DiffusionDrafter
 
 
 class SpecDiffStrategy:
@@ -27,14 +22,13 @@ class SpecDiffStrategy:
 
     name = "specdiff"
 
-    def __init__(self, drafter: CheckpointRef, gamma: int = 16, steps: int = 1, cache: str = "exact"):
+    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, steps: int = 1):
         check_gamma(gamma)
         if steps < 1 or steps > gamma:
             raise ConfigError(f"denoising steps={steps} must be in [1, gamma={gamma}]; set decode.strategy.steps")
-        self.ref, self.gamma, self.steps, self.cache = drafter, gamma, steps, cache
+        self.drafter, self.gamma, self.steps = drafter, gamma, steps
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.drafter = load_diffusion_drafter(self.ref, ctx, self.cache)
         self.device = ctx.device
 
     def reset(self) -> None:

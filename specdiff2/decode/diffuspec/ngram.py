@@ -19,20 +19,24 @@ Storage: per order k ≥ 2 the distinct k-grams as sorted int64 keys (base-V dig
 V^order must stay below 2^63: order ≤ 3 for a 152k Qwen vocabulary, ≤ 4 for the 8k pocket one) with their
 counts, and the distinct contexts with Σ counts and N1+(h •); P_1 is a dense (V,) table. A query is a few
 `searchsorted` gathers per order, batched over (B, M) on the model's device, with no host sync.
+
+The model counts a token stream (a tensor); reading a token dataset or trajectory store into one is the data
+layer's job (`specdiff2.data.token_streams`). Saved as safetensors (tensors) with JSON metadata: no pickle.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from specdiff2.errors import ConfigError, DataError, require
 
-FORMAT = "specdiff2-ngram-v1"
+FORMAT = "specdiff2-ngram-v2"
 _TABLE_KEYS = ("keys", "counts", "ctx_keys", "ctx_totals", "ctx_types")
 
 
@@ -149,14 +153,16 @@ class NGramModel:
     # --- persistence --------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """torch.save to a temp file, then rename: a killed build never leaves a half-written model."""
+        """safetensors to a temp file, then rename: a killed build never leaves a half-written model."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"format": FORMAT, "order": self.order, "vocab": self.vocab, "discounts": self.discounts,
-                 "unigram_probs": self.unigram_probs.cpu(), "meta": self.meta,
-                 "tables": [{k: v.cpu() for k, v in t.items()} for t in self.tables]}
+        tensors = {"unigram_probs": self.unigram_probs.cpu().contiguous()}
+        for k, table in enumerate(self.tables, start=2):
+            tensors.update({f"order{k}.{name}": t.cpu().contiguous() for name, t in table.items()})
+        header = {"format": FORMAT, "order": self.order, "vocab": self.vocab, "discounts": self.discounts,
+                  "meta": self.meta}
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
+        save_file(tensors, str(tmp), metadata={"ngram": json.dumps(header)})
         os.replace(tmp, path)
 
     @classmethod
@@ -164,15 +170,19 @@ class NGramModel:
         path = Path(path)
         require(path.is_file(), f"no n-gram model at {path}; build one (NGramModel.build) or fix the path", DataError)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:  # foreign/truncated
-            raise DataError(f"{path} is not a readable n-gram model ({type(err).__name__}); delete it to "
-                            "rebuild") from None
+            with safe_open(str(path), framework="pt") as f:
+                state = json.loads(f.metadata()["ngram"])
+                names = f.keys()  # a safe_open handle is not iterable
+                tensors = {key: f.get_tensor(key) for key in names}
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError):  # foreign or truncated file
+            raise DataError(f"{path} is not a readable n-gram model; delete it to rebuild") from None
         require(isinstance(state, dict) and state.get("format") == FORMAT,
                 f"{path} is not a {FORMAT} file; delete it to rebuild", DataError)
-        require(all(set(t) == set(_TABLE_KEYS) for t in state["tables"]), f"{path} lacks tables; delete it",
-                DataError)
-        return cls(state["order"], state["vocab"], state["discounts"], state["unigram_probs"], state["tables"],
+        order = state["order"]
+        tables = [{name: tensors.get(f"order{k}.{name}") for name in _TABLE_KEYS} for k in range(2, order + 1)]
+        require("unigram_probs" in tensors and all(v is not None for t in tables for v in t.values()),
+                f"{path} lacks tables; delete it", DataError)
+        return cls(order, state["vocab"], state["discounts"], tensors["unigram_probs"], tables,
                    state["meta"]).to(device)
 
     @classmethod
@@ -190,50 +200,6 @@ class NGramModel:
         if path is not None:
             model.save(path)
         return model.to(device)
-
-
-# --- token sources ----------------------------------------------------------------------------------------
-
-
-def source_fingerprint(source: str | Path) -> dict:
-    """What decides whether a cached model is stale: the source path and its newest file time."""
-    root = Path(source)
-    require(root.exists(), f"n-gram token source {root} does not exist; build the pocket world or generate "
-            "trajectories first, or fix proxy.source", DataError)
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-    return {"source": str(root.resolve()), "source_mtime": max((p.stat().st_mtime for p in files), default=0.0)}
-
-
-def token_stream(source: str | Path, split: str = "train", eos_id: int | None = None) -> torch.Tensor:
-    """A flat token stream (N,) from a pocket token dataset or a verifier trajectory store.
-
-    Pocket (`datasets` save_to_disk dir with an `input_ids` column): files already end in EOS. Trajectory
-    store (has manifest.json): prompt + continuation per row, EOS appended to rows that did not finish, so
-    no n-gram spans two trajectories without a boundary token.
-    """
-    root = Path(source)
-    if (root / "manifest.json").is_file():
-        from specdiff2.data.trajectories import load_trajectories
-
-        ds = load_trajectories(root)
-        rows = []
-        for prompt, cont, done in zip(ds["prompt_ids"], ds["continuation_ids"], ds["finished"]):
-            rows.append(np.asarray(prompt + cont + ([] if done or eos_id is None else [eos_id]), dtype=np.int64))
-        return torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, dtype=torch.long)
-    from datasets import DatasetDict, load_from_disk
-
-    try:
-        ds = load_from_disk(str(root))
-    except FileNotFoundError:
-        raise DataError(f"{root} is neither a `datasets` token dataset nor a trajectory store; "
-                        "point proxy.source at <pocket_dir>/tokens or a trajectory store") from None
-    if isinstance(ds, DatasetDict):
-        require(split in ds, f"token dataset {root} has no split {split!r} (has {sorted(ds)}); set proxy.split",
-                DataError)
-        ds = ds[split]
-    require("input_ids" in ds.column_names, f"token dataset {root} has no input_ids column", DataError)
-    flat = ds.data.column("input_ids").combine_chunks().flatten().to_numpy().astype(np.int64)
-    return torch.from_numpy(flat)
 
 
 def export_kenlm_corpus(tokens: torch.Tensor, path: str | Path, eos_id: int) -> None:
@@ -254,4 +220,4 @@ def export_kenlm_corpus(tokens: torch.Tensor, path: str | Path, eos_id: int) -> 
 
 def check_order(order: int) -> None:
     if order < 1:
-        raise ConfigError(f"n-gram order={order} must be >= 1; set decode.strategy.proxy.order (paper: 3)")
+        raise ConfigError(f"n-gram order={order} must be >= 1; set decode.models.proxy.order (paper: 3)")

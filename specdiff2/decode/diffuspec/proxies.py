@@ -1,7 +1,8 @@
 """Causal proxies for DiffuSpec's path search: log p(next token | committed text ∘ partial path).
 
-Every proxy has the same interface, driven by `diffuspec.beam_search`:
-    prepare(ctx, beam)                  once, at engine start-up (loads / builds the model)
+Every proxy arrives built (its model loaded: `decode.loading.load_ar_proxy`, `data.token_streams.load_ngram_proxy`,
+`KenLMProxy(path, ctx)`) and has the same interface, driven by `cps.beam_search`:
+    prepare(ctx, beam)                  once, at engine start-up (device, beam rows, checks against the verifier)
     reset()                             per prompt
     begin(seq, length, cand_ids)        per draft: committed tokens seq[:length], lattice candidates (L, M)
     logprobs(i, beam_idx, beam_tokens)  per lattice position i: beams' candidate indices and tokens (W, i)
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from specdiff2.decode.ngram import NGramModel, check_order, source_fingerprint, token_stream
+from specdiff2.decode.diffuspec.ngram import NGramModel
 from specdiff2.errors import ConfigError, DataError, require
 from specdiff2.models.masks import causal_cache_mask
-from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.transformer import Transformer
 from specdiff2.models.vocab import to_verifier_vocab
 
 
@@ -39,29 +40,13 @@ class NGramProxy:
 
     name = "ngram"
 
-    def __init__(self, source: str | None = None, order: int = 3, split: str = "train",
-                 cache_path: str | None = None, table_limit: int = 1 << 22, model: NGramModel | None = None):
-        check_order(order)
-        if source is None and model is None:
-            raise ConfigError("NGramProxy needs a token source; set decode.strategy.proxy.source to a token "
-                              "dataset or trajectory store")
-        self.source, self.order, self.split, self.cache_path = source, order, split, cache_path
-        self.table_limit, self.model = table_limit, model
-
-    @classmethod
-    def from_model(cls, model: NGramModel, table_limit: int = 1 << 22) -> NGramProxy:
-        return cls(order=model.order, table_limit=table_limit, model=model)
+    def __init__(self, model: NGramModel, table_limit: int = 1 << 22):
+        self.model, self.order, self.table_limit = model, model.order, table_limit
 
     def prepare(self, ctx, beam: int) -> None:
-        if self.model is None:
-            eos = ctx.verifier_tokenizer.eos_token_id
-            meta = {**source_fingerprint(self.source), "split": self.split}
-            self.model = NGramModel.build_cached(self.cache_path, lambda: token_stream(self.source, self.split, eos),
-                                                 self.order, ctx.verifier_rows, meta, ctx.device)
         self.model.to(ctx.device)
-        self.order = self.model.order
         require(self.model.vocab >= ctx.verifier_rows, f"n-gram vocabulary {self.model.vocab} is smaller than the "
-                f"verifier's {ctx.verifier_rows}; rebuild it for this verifier (delete {self.cache_path})")
+                f"verifier's {ctx.verifier_rows}; rebuild it for this verifier (delete its cache file)")
 
     def reset(self) -> None:
         pass
@@ -117,14 +102,10 @@ class ARProxy:
 
     name = "ar"
 
-    def __init__(self, drafter: CheckpointRef, floor: float = -100.0):
-        self.ref, self.floor = drafter, floor
+    def __init__(self, model: Transformer, proposable: torch.Tensor, floor: float = -100.0):
+        self.model, self.proposable, self.floor = model.eval(), proposable, floor
 
     def prepare(self, ctx, beam: int) -> None:
-        from specdiff2.decode.strategies.base import load_drafter
-
-        self.model, _, self.proposable, _ = load_drafter(self.ref, ctx, diffusion=False)
-        self.model.eval()
         self.beam, self.max_seq_len, self.device = beam, ctx.max_seq_len, ctx.device
         self.model.setup_cache(beam, ctx.max_seq_len)
         self.n_cached = 0
@@ -162,20 +143,20 @@ class KenLMProxy:
 
     name = "kenlm"
 
-    def __init__(self, path: str):
-        self.path = path
-
-    def prepare(self, ctx, beam: int) -> None:
+    def __init__(self, path: str, ctx):
         try:
             import kenlm
         except ImportError:
             raise ConfigError("the KenLM proxy needs the `kenlm` package, which is not installed; pip install "
-                              "kenlm, or use the tensor n-gram proxy (decode/proxy@decode.strategy.proxy=ngram)"
+                              "kenlm, or use the tensor n-gram proxy (decode/proxy@decode.models.proxy=ngram)"
                               ) from None
-        require(Path(self.path).is_file(), f"no KenLM model at {self.path}; build one with lmplz (see "
-                "ngram.export_kenlm_corpus) or fix decode.strategy.proxy.path", DataError)
-        self.kenlm, self.lm = kenlm, kenlm.Model(self.path)
+        require(Path(path).is_file(), f"no KenLM model at {path}; build one with lmplz (see "
+                "ngram.export_kenlm_corpus) or fix decode.models.proxy.path", DataError)
+        self.path, self.kenlm, self.lm = path, kenlm, kenlm.Model(path)
         self.eos, self.device = ctx.verifier_tokenizer.eos_token_id, ctx.device
+
+    def prepare(self, ctx, beam: int) -> None:
+        pass
 
     def reset(self) -> None:
         pass

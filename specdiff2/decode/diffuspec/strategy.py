@@ -37,90 +37,17 @@ The lattice end depends on the prefix only, so cutting the draft there keeps eve
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from specdiff2.decode.diffuspec.adl import ADLController
+from specdiff2.decode.diffuspec.cps import beam_search, build_lattice, first_eos
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, load_diffusion_drafter, pick_tokens
+from specdiff2.decode.strategies.base import EngineContext, pick_tokens
 from specdiff2.errors import ConfigError
-from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.drafters import DiffusionDrafter
 
 CPS_SAMPLING = ("sample", "point_mass")
-
-
-@dataclass
-class Lattice:
-    ids: torch.Tensor  # (L, M) long: candidate tokens per position, most probable first
-    logq: torch.Tensor  # (L, M): log q_i of each candidate
-    valid: torch.Tensor  # (L, M) bool: inside the position's τ set (rank 0 always)
-
-
-def first_eos(logits: torch.Tensor, eos_id: int) -> int | None:
-    """0-based index of the first position (logits (k, V)) whose top token is EOS, or None. One host sync."""
-    hit = logits.argmax(-1) == eos_id  # (k,)
-    index = int(torch.where(hit.any(), hit.int().argmax(), -1))  # argmax returns the first maximal index
-    return None if index < 0 else index
-
-
-def build_lattice(logits: torch.Tensor, tau: float, m_max: int) -> Lattice:
-    """Candidate sets of Eq. 7 from drafter logits (L, V): ranks whose better-ranked mass is < τ, capped at M_max.
-
-    Tokens with q = 0 (ids the drafter may not propose) are never candidates, even when τ = 1.
-    """
-    logq = logits.float().log_softmax(-1)  # (L, V)
-    top_logq, top_ids = logq.topk(min(m_max, logq.shape[-1]), dim=-1)  # (L, M) best first
-    top_q = top_logq.exp()
-    mass_before = F.pad(top_q.cumsum(-1)[:, :-1], (1, 0))  # (L, M) exclusive: the top token always stays
-    return Lattice(top_ids, top_logq, (mass_before < tau) & (top_q > 0))
-
-
-def beam_search(lattice: Lattice, proxy_fn, lam: float, beam: int):
-    """Left-to-right beam search for max_π Σ_i λ log q_i(π_i) + (1 − λ) log p_proxy(π_i | ·).
-
-    proxy_fn(i, beam_idx (W, i), beam_tokens (W, i)) → (W, M) log-probs of lattice.ids[i] after each beam
-    (unused when λ = 1). Each position is one batched step over W beams × M candidates, with no host sync.
-    Exact when `beam` ≥ the number of paths. Returns tokens (L,), candidate indices (L,), score (0-d).
-    """
-    L, M = lattice.ids.shape
-    dev = lattice.ids.device
-    # Masked before scaling: λ = 0 must not turn 0·(−inf) into NaN.
-    q_term = torch.where(lattice.valid, lam * lattice.logq.masked_fill(~lattice.valid, 0.0), float("-inf"))  # (L, M)
-    idx = torch.zeros(1, 0, dtype=torch.long, device=dev)  # (W, i) candidate index per position
-    tokens = torch.zeros(1, 0, dtype=torch.long, device=dev)  # (W, i)
-    score = torch.zeros(1, device=dev)  # (W,)
-    for i in range(L):
-        step = q_term[i][None]  # (1, M)
-        if lam < 1:
-            step = step + (1 - lam) * proxy_fn(i, idx, tokens)  # (W, M)
-        total = (score[:, None] + step).flatten()  # (W·M,)
-        top = total.topk(min(beam, total.numel()))  # sorted: beam 0 is the best
-        parent, child = top.indices // M, top.indices % M  # (W',)
-        idx = torch.cat([idx[parent], child[:, None]], 1)
-        tokens = torch.cat([tokens[parent], lattice.ids[i][child][:, None]], 1)
-        score = top.values
-    return tokens[0], idx[0], score[0]
-
-
-class ADLController:
-    """Adaptive draft length (Eq. 9–11); EMAs start at 0 and k_1 = k_init (the reproduction's Algorithm 1)."""
-
-    def __init__(self, k_init: int, k_min: int, k_max: int, delta: int, rho: float):
-        self.k_init, self.k_min, self.k_max, self.delta, self.rho = k_init, k_min, k_max, delta, rho
-        self.reset()
-
-    def reset(self) -> None:
-        self.k, self.gen_ema, self.acc_ema = self.k_init, 0.0, 0.0
-
-    def update(self, l_gen: int, l_acc: int) -> int:
-        """Fold in one step's L^gen and L^acc; returns k_{t+1}."""
-        self.gen_ema = (1 - self.rho) * self.gen_ema + self.rho * l_gen
-        self.acc_ema = (1 - self.rho) * self.acc_ema + self.rho * l_acc
-        grow = self.delta if self.acc_ema >= self.gen_ema else 0
-        self.k = min(self.k_max, max(self.k_min, math.floor(self.gen_ema) + grow))
-        return self.k
 
 
 def _check(ok: bool, message: str) -> None:
@@ -131,16 +58,17 @@ def _check(ok: bool, message: str) -> None:
 class DiffuSpecStrategy:
     """See the module docstring. Paper defaults: k_min 20, k_max 30, δ 10, ρ 0.5, M_max 15, τ 0.8, B 3, λ 0.5.
 
+    drafter: the built diffusion drafter (`decode.loading.load_diffusion_drafter`).
     k: the draft length when adl=False, the first one (k_1) when adl=True.
-    proxy: a causal proxy (`specdiff2.decode.proxies`); needed when cps=True and lam < 1.
+    proxy: a built causal proxy (`diffuspec/proxies.py`); needed when cps=True and lam < 1.
     cps_sampling: what cps=True does at temperature > 0 ("sample" or "point_mass"; see the module docstring).
     """
 
     name = "diffuspec"
 
-    def __init__(self, drafter: CheckpointRef, k: int = 30, cps: bool = True, adl: bool = True, tau: float = 0.8,
+    def __init__(self, drafter: DiffusionDrafter, k: int = 30, cps: bool = True, adl: bool = True, tau: float = 0.8,
                  m_max: int = 15, beam: int = 3, lam: float = 0.5, k_min: int = 20, k_max: int = 30,
-                 delta: int = 10, rho: float = 0.5, proxy=None, cps_sampling: str = "sample", cache: str = "exact"):
+                 delta: int = 10, rho: float = 0.5, proxy=None, cps_sampling: str = "sample"):
         s = "decode.strategy"
         _check(0 < tau <= 1, f"{s}.tau={tau} must be in (0, 1]; the paper uses 0.8")
         _check(m_max >= 1, f"{s}.m_max={m_max} must be >= 1; the paper uses 15")
@@ -154,9 +82,9 @@ class DiffuSpecStrategy:
         _check(0 < rho <= 1, f"{s}.rho={rho} must be in (0, 1]; the paper uses 0.5")
         _check(cps_sampling in CPS_SAMPLING, f"{s}.cps_sampling={cps_sampling!r} is unknown; use one of {CPS_SAMPLING}")
         _check(not (cps and lam < 1 and proxy is None), f"{s}.cps=true with lam={lam} < 1 needs a causal proxy; "
-               f"set {s}.proxy or lam=1")
-        self.ref, self.k, self.cps, self.adl, self.tau, self.m_max = drafter, k, cps, adl, tau, m_max
-        self.beam, self.lam, self.proxy, self.cps_sampling, self.cache = beam, lam, proxy, cps_sampling, cache
+               "set decode.models.proxy or lam=1")
+        self.drafter, self.k, self.cps, self.adl, self.tau, self.m_max = drafter, k, cps, adl, tau, m_max
+        self.beam, self.lam, self.proxy, self.cps_sampling = beam, lam, proxy, cps_sampling
         self.controller = ADLController(k, k_min, k_max, delta, rho) if adl else None
         self._l_gen: int | None = None
 
@@ -165,12 +93,11 @@ class DiffuSpecStrategy:
         return self.cps and self.lam < 1
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.drafter = load_diffusion_drafter(self.ref, ctx, self.cache)
         self.device = ctx.device
         self.eos_id = ctx.verifier_tokenizer.eos_token_id
         if (self.cps or self.adl) and self.eos_id is None:
             raise ConfigError("diffuspec's lattice end and ADL need the verifier tokenizer's EOS token; set eos_token "
-                              "or use cps=false adl=false")
+                              "or use decode.strategy.cps=false decode.strategy.adl=false")
         if self.uses_proxy:
             self.proxy.prepare(ctx, self.beam)
 
@@ -183,6 +110,7 @@ class DiffuSpecStrategy:
         self._l_gen = None
 
     def draft(self, seq, length, budget, sampling, generator) -> Draft:
+        """With cps or adl on, finding the lattice end (first EOS of the argmax) is this step's one extra sync."""
         k = min(self.controller.k if self.adl else self.k, budget)
         self._l_gen = None
         if k <= 0:

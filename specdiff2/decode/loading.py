@@ -1,0 +1,77 @@
+"""The one place that turns checkpoint refs into built decode objects: the verifier, the drafters, the AR proxy.
+
+Strategies receive what these return (conf/decode/*.yaml `models`: partials called with the EngineContext);
+they never load a checkpoint themselves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specdiff2.decode.diffuspec.proxies import ARProxy
+from specdiff2.decode.strategies.base import EngineContext
+from specdiff2.decode.verifier import Verifier
+from specdiff2.errors import CheckpointError, ConfigError
+from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.diffusion import prefix_attention
+from specdiff2.models.drafters import ARDrafter, DiffusionDrafter
+from specdiff2.models.dtypes import torch_dtype
+from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.models.transformer import Transformer
+from specdiff2.models.vocab import proposable_ids
+
+
+def load_verifier(ref: CheckpointRef, device: torch.device, max_seq_len: int) -> tuple[Verifier, object]:
+    """The verifier adapter (static cache of max_seq_len slots) and its tokenizer."""
+    path = ref.resolve()
+    model, _ = load_transformer(path, dtype=torch_dtype(ref.dtype), device=device)
+    return Verifier(model, max_seq_len), load_tokenizer(path)
+
+
+def engine_context(verifier: Verifier, tokenizer) -> EngineContext:
+    return EngineContext(tokenizer, verifier.vocab_rows, verifier.device, verifier.max_seq_len)
+
+
+def load_drafter_model(ref: CheckpointRef, ctx: EngineContext,
+                       diffusion: bool) -> tuple[Transformer, dict, torch.Tensor, object]:
+    """A drafter checkpoint: (model, config.json dict, proposable ids (V_verifier,) bool, tokenizer)."""
+    path = ref.resolve()
+    model, config = load_transformer(path, dtype=torch_dtype(ref.dtype), device=ctx.device)
+    tokenizer = load_tokenizer(path, require_mask=diffusion and ref.mask_token_id is None)
+    proposable = proposable_ids(ctx.verifier_tokenizer, tokenizer, ctx.verifier_rows, model.args.vocab_size,
+                                ctx.device)
+    if model.args.max_position_embeddings < ctx.max_seq_len:
+        raise ConfigError(f"drafter context {model.args.max_position_embeddings} < max_seq_len "
+                          f"{ctx.max_seq_len}; lower max_seq_len")
+    return model, config, proposable, tokenizer
+
+
+def mask_token_id(ref: CheckpointRef, config: dict, tokenizer) -> int:
+    for candidate in (ref.mask_token_id, config.get("mask_token_id"), tokenizer.mask_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise CheckpointError(f"drafter {ref.path} defines no mask token; set drafter.mask_token_id")
+
+
+def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = "exact") -> DiffusionDrafter:
+    """The masked-diffusion drafter of `ref`, mapped to the verifier vocabulary (shifted head by default).
+
+    cache: exact (recompute the prefix every pass) | prefix | auto; see `DiffusionDrafter`. Prefix attention
+    (causal | bidirectional) is a property of the checkpoint, read from its config.json.
+    """
+    model, config, proposable, tokenizer = load_drafter_model(ref, ctx, diffusion=True)
+    shift = ref.logit_shift if ref.logit_shift is not None else True
+    return DiffusionDrafter(model, mask_token_id(ref, config, tokenizer), shift, proposable, ctx.max_seq_len, cache,
+                            prefix_attention(config))
+
+
+def load_ar_drafter(ref: CheckpointRef, ctx: EngineContext) -> ARDrafter:
+    model, _, proposable, _ = load_drafter_model(ref, ctx, diffusion=False)
+    return ARDrafter(model, proposable, ctx.max_seq_len)
+
+
+def load_ar_proxy(ref: CheckpointRef, ctx: EngineContext, floor: float = -100.0) -> ARProxy:
+    """DiffuSpec's verifier-aware causal proxy: the AR drafter's log-probs (see `ARProxy`)."""
+    model, _, proposable, _ = load_drafter_model(ref, ctx, diffusion=False)
+    return ARProxy(model, proposable, floor)

@@ -1,0 +1,46 @@
+"""The χ² goodness-of-fit check every Monte Carlo test uses (no scipy: the quantile comes from torch.special)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+ALPHA = 0.001  # false-alarm rate of one check
+
+
+@functools.cache
+def chi2_critical(dof: int, alpha: float = ALPHA) -> float:
+    """Upper-α quantile of the χ² distribution with `dof` degrees of freedom (bisection on the exact tail)."""
+    half = torch.tensor(dof / 2, dtype=torch.float64)
+
+    def tail(x: float) -> float:  # P(X > x) = Q(dof/2, x/2), the regularised upper incomplete gamma
+        return float(torch.special.gammaincc(half, torch.tensor(x / 2, dtype=torch.float64)))
+
+    lo, hi = 0.0, dof + 10.0 * (2 * dof) ** 0.5 + 50.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tail(mid) > alpha else (lo, mid)
+    return (lo + hi) / 2
+
+
+def chi2_stat(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5.0) -> tuple[float, int]:
+    """(statistic, degrees of freedom) over the cells whose expected count exceeds `min_expected`."""
+    counts, probs = counts.double().flatten(), probs.double().flatten()
+    expected = probs * counts.sum()
+    keep = expected > min_expected
+    stat = (((counts - expected) ** 2) / expected.clamp_min(1e-300))[keep].sum()
+    return float(stat), int(keep.sum()) - 1
+
+
+def chi2_fits(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5.0) -> bool:
+    """counts (C,) of C cells ~ Multinomial(probs (C,)) at level α, and no count in a cell of probability 0.
+
+    Cells expected to hold ≤ `min_expected` draws are left out of the statistic (min_expected=0 keeps every
+    cell of positive probability). With a single cell left (all the mass in one outcome) there is nothing to
+    test beyond the zero-probability check.
+    """
+    counts, probs = counts.double().flatten(), probs.double().flatten()
+    assert counts[probs == 0].sum() == 0, "a cell with probability 0 was drawn"
+    stat, dof = chi2_stat(counts, probs, min_expected)
+    return dof < 1 or stat < chi2_critical(dof)
