@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from specdiff2.errors import ConfigError, require
-from specdiff2.losses.diffusion import mdlm_loss, sample_mask
+from specdiff2.losses.diffusion import mdlm_loss, mdlm_noise, sample_mask
 from specdiff2.losses.distill import ce_loss, forward_kl_loss, tvd_loss
 from specdiff2.losses.streak import LossOutput, expected_streak, prefix_mask, streak_loss, streak_soft_loss
 
@@ -34,6 +34,7 @@ __all__ = [
     "expected_streak",
     "forward_kl_loss",
     "mdlm_loss",
+    "mdlm_noise",
     "mix_losses",
     "prefix_mask",
     "sample_mask",

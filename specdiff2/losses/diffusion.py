@@ -36,6 +36,21 @@ def sample_mask(
     return masked
 
 
+T_MIN = 1e-3  # smallest mask ratio drawn: the ELBO weight 1/t stays bounded
+
+
+def mdlm_noise(clean: Tensor, mask_token_id: int, generator: torch.Generator | None = None,
+               protect: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The one MDLM forward process: t_b ~ U(T_MIN, 1) per row, each unprotected token → MASK w.p. t_b.
+
+    clean (B, L) long. Returns noisy (B, L) (clean with MASK where masked), masked (B, L) bool, t (B,).
+    """
+    t = torch.rand(clean.shape[0], device=clean.device, generator=generator).clamp_min(T_MIN)  # (B,)
+    masked = sample_mask(clean, t, generator=generator, protect=protect)  # (B, L)
+    noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)  # (B, L)
+    return noisy, masked, t
+
+
 def mdlm_loss(
     drafter_logits: Tensor,
     targets: Tensor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -22,18 +23,19 @@ def _quiet_datasets() -> None:
     datasets.disable_progress_bars()
 
 
-def build_corpus_stage(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_corpus_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
     from datasets import Dataset, DatasetDict
 
     _quiet_datasets()
     c = spec.corpus
-    corpus = read_corpus(c.roots, c.max_bytes, c.max_file_bytes, validation_fraction=c.validation_fraction)
+    corpus = read_corpus(c.roots, c.max_bytes, c.max_file_bytes, validation_fraction=c.validation_fraction,
+                         heldout_packages=c.heldout_packages)
     dd = DatasetDict({
         split: Dataset.from_dict({"sha": [f.sha for f in files], "text": [f.text for f in files]})
         for split, files in (("train", corpus.train), ("validation", corpus.validation))
     })
     dd.save_to_disk(str(world.corpus))
-    return corpus.stats()
+    return {**corpus.stats(), "heldout_packages": list(c.heldout_packages)}
 
 
 def _load_corpus(world: PocketWorld):
@@ -42,7 +44,7 @@ def _load_corpus(world: PocketWorld):
     return load_from_disk(str(world.corpus))
 
 
-def build_tokenizer_stage(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_tokenizer_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
     from specdiff2.pocket.tokenizer import train_tokenizer
 
     train = _load_corpus(world)["train"]
@@ -60,7 +62,7 @@ def build_tokenizer_stage(spec: PocketSpec, world: PocketWorld) -> dict:
             "pad_id": tok.pad_token_id}
 
 
-def build_tokens_stage(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_tokens_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
     from datasets import DatasetDict
 
     from specdiff2.models.tokenizer import load_tokenizer
@@ -98,7 +100,8 @@ def token_blocks(world: PocketWorld, split: str, seq_len: int) -> torch.Tensor:
     return torch.from_numpy(flat[: n * seq_len]).view(n, seq_len)  # (N, seq_len)
 
 
-def qwen2_config(spec: PocketSpec, m: ModelSpec, tok):
+def pocket_qwen2_config(spec: PocketSpec, m: ModelSpec, tok):
+    """The Qwen2Config of a pocket model of shape `m` (not `models.hf`'s loader of existing configs)."""
     from transformers import Qwen2Config
 
     # Embedding rows rounded up past the tokenizer, as Qwen2.5 does: ids beyond the tokenizer exist
@@ -113,23 +116,38 @@ def qwen2_config(spec: PocketSpec, m: ModelSpec, tok):
     )
 
 
-def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: Path, seed: int) -> dict:
-    import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
+def _model(spec: PocketSpec, m: ModelSpec, tok, init_from: Path | None):
     from transformers import Qwen2ForCausalLM
+
+    config = pocket_qwen2_config(spec, m, tok)
+    config._attn_implementation = "sdpa"
+    if init_from is None:
+        return Qwen2ForCausalLM(config)
+    # Same shape (checked by PocketSpec): the AR weights carry over unchanged, the mask row included.
+    return Qwen2ForCausalLM.from_pretrained(str(init_from), config=config).train()
+
+
+def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: Path, seed: int, log=print,
+           init_from: Path | None = None) -> dict:
+    import lightning as L
+    import transformers
+    from torch.utils.data import DataLoader, TensorDataset
 
     from specdiff2.models.tokenizer import load_tokenizer
     from specdiff2.pocket.pretrain import PretrainModule
 
     L.seed_everything(seed, verbose=False)
+    transformers.utils.logging.disable_progress_bar()  # the stage prints its own progress lines
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners and tips per stage
     tok = load_tokenizer(world.tokenizer, require_mask=True)
-    config = qwen2_config(spec, m, tok)
-    config._attn_implementation = "sdpa"
-    model = Qwen2ForCausalLM(config)
+    model = _model(spec, m, tok, init_from)
     train = DataLoader(TensorDataset(token_blocks(world, "train", spec.seq_len)), batch_size=m.batch_size,
                        shuffle=True, drop_last=True, num_workers=spec.num_workers)
     val = DataLoader(TensorDataset(token_blocks(world, "validation", spec.seq_len)), batch_size=m.batch_size)
-    module = PretrainModule(model, objective, lr=m.lr, max_steps=m.steps, warmup_steps=m.warmup_steps, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    module = PretrainModule(model, objective, lr=m.lr, max_steps=m.steps, warmup_steps=m.warmup_steps, seed=seed,
+                            csv_path=out / "val_metrics.csv", progress=lambda line: log(f"[pocket:{spec.name}] {line}"),
+                            name=out.name)
     trainer = L.Trainer(
         max_steps=m.steps, accelerator=spec.accelerator, devices=1, precision=spec.precision, logger=False,
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -144,33 +162,41 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
     metrics = {"params": n_params, "steps": m.steps, "tokens_seen": m.steps * m.batch_size * spec.seq_len,
                "val_history": module.val_history, "final_val": module.val_history[-1]}
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-    return {"params": n_params, "final_val": module.val_history[-1], "initial_val": module.val_history[0]}
+    final = module.val_history[-1]
+    alpha = [final[k] for k in sorted((k for k in final if k.startswith("val/alpha_")), key=lambda k: int(k[10:]))]
+    return {"params": n_params, "final_val": final, "initial_val": module.val_history[0], "alpha": alpha}
 
 
-def build_verifier_stage(spec: PocketSpec, world: PocketWorld) -> dict:
-    from specdiff2.pocket.pretrain import ar_objective
+def _ar_objective(spec: PocketSpec):
+    from specdiff2.pocket.pretrain import ARObjective
 
-    return _train(spec, world, spec.verifier, ar_objective, world.verifier, spec.seed + 10)
-
-
-def build_ar_drafter_stage(spec: PocketSpec, world: PocketWorld) -> dict:
-    from specdiff2.pocket.pretrain import ar_objective
-
-    return _train(spec, world, spec.ar_drafter, ar_objective, world.ar_drafter, spec.seed + 20)
+    # α at the diffusion drafter's windows: the AR curves are the reference of its Figure-2 curve.
+    return ARObjective(window=spec.drafter.window, windows_per_row=spec.drafter.windows_per_row)
 
 
-def build_drafter_stage(spec: PocketSpec, world: PocketWorld) -> dict:
+def build_verifier_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
+    return _train(spec, world, spec.verifier, _ar_objective(spec), world.verifier, spec.seed + 10, log)
+
+
+def build_ar_drafter_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
+    return _train(spec, world, spec.ar_drafter, _ar_objective(spec), world.ar_drafter, spec.seed + 20, log)
+
+
+def build_drafter_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict:
     from specdiff2.models.tokenizer import load_tokenizer
-    from specdiff2.pocket.pretrain import DiffusionObjective
+    from specdiff2.pocket.pretrain import DenseDrafterObjective
 
     tok = load_tokenizer(world.tokenizer, require_mask=True)
     d = spec.drafter
-    objective = DiffusionObjective(tok.mask_token_id, window=d.window, window_fraction=d.window_fraction)
-    info = _train(spec, world, d, objective, world.drafter, spec.seed + 30)
-    # Rewrite the config in the Dream/DiffuCoder layout: same Qwen2 weights and field names,
-    # bidirectional attention and a shifted head implied by the model type, mask id in the config.
+    objective = DenseDrafterObjective(tok.mask_token_id, window=d.window, windows_per_row=d.windows_per_row,
+                                      ar_weight=d.ar_weight, mdlm_weight=d.mdlm_weight,
+                                      mdlm_windows_per_row=d.mdlm_windows_per_row)
+    init_from = world.ar_drafter if d.init_from == "ar_drafter" else None
+    info = _train(spec, world, d, objective, world.drafter, spec.seed + 30, log, init_from)
+    # The Dream/DiffuCoder layout: same Qwen2 weights and field names, a shifted head implied by the model type,
+    # mask id in the config; plus the prefix attention it was trained with (models.diffusion.prefix_attention).
     cfg_path = world.drafter / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg.update(DREAM_ARCHITECTURE, mask_token_id=tok.mask_token_id)
+    cfg.update(DREAM_ARCHITECTURE, mask_token_id=tok.mask_token_id, prefix_attention="causal")
     cfg_path.write_text(json.dumps(cfg, indent=2))
-    return info
+    return {**info, "init_from": d.init_from, "prefix_attention": "causal", "window": d.window}

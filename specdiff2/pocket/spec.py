@@ -9,7 +9,11 @@ from pathlib import Path
 
 from specdiff2.errors import ConfigError
 
-STAGES = ("corpus", "tokenizer", "tokens", "verifier", "drafter", "ar_drafter")
+# Build order: the AR drafter before the diffusion drafter, which may start from its weights.
+STAGES = ("corpus", "tokenizer", "tokens", "verifier", "ar_drafter", "drafter")
+INIT_FROM = ("ar_drafter", "scratch")
+HELDOUT_PACKAGES = ["networkx", "statistics", "heapq", "bisect", "textwrap", "difflib", "fnmatch", "shlex",
+                    "calendar", "json", "ipaddress"]
 
 
 @dataclass
@@ -19,6 +23,8 @@ class CorpusSpec:
     max_file_bytes: int = 200_000
     validation_fraction: float = 0.05
     tokenizer_train_bytes: int = 4_000_000
+    # Whole packages kept out of the corpus: the held-out prompt set (data/heldout.py) is cut from them.
+    heldout_packages: list[str] = field(default_factory=lambda: list(HELDOUT_PACKAGES))
 
 
 @dataclass
@@ -36,8 +42,14 @@ class ModelSpec:
 
 @dataclass
 class DrafterSpec(ModelSpec):
-    window: int = 8  # masked window length of the drafting condition
-    window_fraction: float = 0.5  # share of rows trained in the drafting condition
+    """The diffusion drafter's recipe (see `pocket/pretrain.py`, DenseDrafterObjective)."""
+
+    window: int = 16  # γ: MASK block length of the drafting condition; decode with gamma = window
+    windows_per_row: int = 8  # fully masked blocks per training row, all sharing the row's causal clean stream
+    ar_weight: float = 1.0  # weight of the clean stream's own next-token loss (every position as q_1)
+    mdlm_weight: float = 0.0  # weight of the MDLM term: extra blocks with a random share t of masks, CE / t
+    mdlm_windows_per_row: int = 2  # extra partly masked blocks per row when mdlm_weight > 0
+    init_from: str = "ar_drafter"  # ar_drafter: start from the pocket AR drafter's weights (same shape) | scratch
 
 
 @dataclass
@@ -73,8 +85,16 @@ class PocketSpec:
                     f"pocket.{role}: hidden_size {m.hidden_size}, num_heads {m.num_heads}, num_kv_heads "
                     f"{m.num_kv_heads} must divide evenly; fix the pocket config"
                 )
-        if self.drafter.window >= self.seq_len:
-            raise ConfigError(f"pocket.drafter.window {self.drafter.window} must be < seq_len {self.seq_len}")
+        d = self.drafter
+        if d.window >= self.seq_len or not 0 < d.windows_per_row <= self.seq_len - d.window:
+            raise ConfigError(f"pocket.drafter: window {d.window} must be < seq_len {self.seq_len} and "
+                              f"windows_per_row {d.windows_per_row} in 1..seq_len - window")
+        if d.init_from not in INIT_FROM:
+            raise ConfigError(f"pocket.drafter.init_from={d.init_from!r}; use one of {INIT_FROM}")
+        shape = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size")
+        if d.init_from == "ar_drafter" and any(getattr(d, k) != getattr(self.ar_drafter, k) for k in shape):
+            raise ConfigError("pocket.drafter.init_from=ar_drafter needs the drafter and ar_drafter to share "
+                              f"{', '.join(shape)}; make them equal or set pocket.drafter.init_from=scratch")
 
 
 @dataclass(frozen=True)
@@ -104,7 +124,6 @@ class PocketWorld:
     @property
     def corpus(self) -> Path:
         return self.root / "corpus"
-
     def summary(self) -> dict:
         path = self.root / "world.json"
         return json.loads(path.read_text()) if path.exists() else {}

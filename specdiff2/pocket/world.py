@@ -1,9 +1,16 @@
-"""The pocket world: corpus → tokenizer → token dataset → verifier, diffusion drafter, AR drafter.
+"""The pocket world: corpus → tokenizer → token dataset → verifier, AR drafter, diffusion drafter.
 
 Every artefact is written like a real Hugging Face checkpoint (config.json + safetensors +
 tokenizer + train_metrics.json), so later loaders treat pocket models exactly like Qwen2.5 or
 Dream checkpoints. The build is resumable per stage: a stage is finished once its `.done`
 marker exists, so a killed build restarts at the first unfinished stage.
+
+The diffusion drafter is built last: it starts from the AR drafter's weights (`pocket.drafter.init_from`)
+and trains in its drafting layout, a causal clean prefix plus MASK blocks (config.json
+`prefix_attention: causal`; `pocket/pretrain.py`). Each model stage prints one line per validation
+round and writes `<stage>/val_metrics.csv` (step, losses, val/alpha_1..γ: greedy acceptance of
+held-out windows); world.json records each stage's figures, wall time and final α curve. The corpus
+leaves out `pocket.corpus.heldout_packages`, the source of the held-out prompt set (`data=heldout`).
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ BUILDERS = {
     "tokenizer": build.build_tokenizer_stage,
     "tokens": build.build_tokens_stage,
     "verifier": build.build_verifier_stage,
-    "drafter": build.build_drafter_stage,
     "ar_drafter": build.build_ar_drafter_stage,
+    "drafter": build.build_drafter_stage,  # may start from the AR drafter's weights
 }
 
 
@@ -44,7 +51,11 @@ def _check_spec(root: Path, spec: PocketSpec) -> None:
         )
 
 
-def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=print) -> PocketWorld:
+def _log(line: str) -> None:
+    print(line, flush=True)  # progress must show at once, also when stdout is a file
+
+
+def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=_log) -> PocketWorld:
     """Build every unfinished stage of the pocket world under `root`; return its paths."""
     root = Path(root)
     world = PocketWorld(root)
@@ -61,7 +72,7 @@ def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=print) -> Pocket
             shutil.rmtree(out)
         log(f"[pocket:{spec.name}] building {stage} ...")
         t0 = time.perf_counter()
-        info = BUILDERS[stage](spec, world)
+        info = BUILDERS[stage](spec, world, log)
         info["wall_s"] = round(time.perf_counter() - t0, 2)
         summary[stage] = info
         (root / "world.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,129 @@
+"""The pocket diffusion drafter: dense drafting-condition layout, its objective, AR initialisation, world records."""
+
+import csv
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from specdiff2.data.windows import shared_layout
+from specdiff2.models.diffusion import prefix_attention
+from specdiff2.models.hf import read_config
+from specdiff2.pocket.pretrain import DenseDrafterObjective, alpha_metrics, train_anchors, val_anchors
+
+GAMMA, MASK_ID, VOCAB, L = 4, 1, 40, 24
+
+
+def tiny_qwen2(seed=0):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, use_cache=False)
+    cfg._attn_implementation = "sdpa"
+    return Qwen2ForCausalLM(cfg).float().eval()
+
+
+def alone(model, prefix, block):
+    """One window by itself, as the drafter drafts: causal prefix, block sees the prefix and itself.
+    Returns the γ shifted logits (q_1 from the last prefix token, q_j from block position j − 2)."""
+    o = len(prefix)
+    ids = torch.cat([prefix, block])[None]  # (1, o+γ)
+    n = ids.shape[1]
+    attn = torch.ones(n, n, dtype=torch.bool)
+    attn[:o] = torch.ones(o, n, dtype=torch.bool).tril()  # prefix: earlier prefix tokens only
+    logits = model(input_ids=ids, attention_mask=attn[None, None], position_ids=torch.arange(n)[None]).logits
+    return logits[0, o - 1: o - 1 + GAMMA]  # (γ, V)
+
+
+def packed(model, ids, offsets, blocks):
+    layout = shared_layout(ids.shape[1], offsets, GAMMA, shifted=True)
+    full = torch.cat([ids, blocks.flatten(1)], 1)
+    logits = model(input_ids=full, attention_mask=layout["attention_mask"],
+                   position_ids=layout["position_ids"]).logits  # (B, N, V)
+    rows = torch.arange(ids.shape[0])[:, None, None]
+    return logits[rows, layout["logit_cols"]], logits[:, : ids.shape[1]]  # (B, K, γ, V), clean (B, L, V)
+
+
+def test_packed_row_gives_each_windows_logits_alone():
+    model = tiny_qwen2()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, VOCAB, (2, L), generator=g)
+    offsets = torch.tensor([[1, 5, 5, 19], [3, 10, 14, 20]])  # repeated and last-possible anchors included
+    blocks = torch.full((2, 4, GAMMA), MASK_ID)
+    blocks[1, 2, 1] = ids[1, 15]  # a partly denoised block (a later denoising step / the MDLM blocks)
+    windows, clean = packed(model, ids, offsets, blocks)
+    for b in range(2):
+        for k, o in enumerate(offsets[b].tolist()):
+            ref = alone(model, ids[b, :o], blocks[b, k])
+            torch.testing.assert_close(windows[b, k], ref, rtol=1e-4, atol=1e-5, msg=f"row {b} window {k}")
+    # The clean stream is a plain causal LM pass: its next-token loss is the AR model's.
+    torch.testing.assert_close(clean, model(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+    # A bidirectional prefix would differ: the layout really is the causal-prefix drafting pass.
+    n = int(offsets[0, 1]) + GAMMA
+    bidir = model(input_ids=torch.cat([ids[0, :5], blocks[0, 1]])[None],
+                  attention_mask=torch.ones(1, 1, n, n, dtype=torch.bool)).logits[0, 4: 4 + GAMMA]
+    assert (bidir - windows[0, 1]).abs().max() > 1e-3
+
+
+def test_dense_objective_scores_the_windows_it_packs():
+    model = tiny_qwen2(1)
+    ids = torch.randint(3, VOCAB, (3, L), generator=torch.Generator().manual_seed(1))
+    objective = DenseDrafterObjective(MASK_ID, window=GAMMA, windows_per_row=5, ar_weight=0.5)
+    loss, metrics = objective(model, ids, evaluate=True)
+    offsets = val_anchors(3, L, GAMMA, 5)
+    ref = torch.stack([alone(model, ids[b, :o], torch.full((GAMMA,), MASK_ID))
+                       for b in range(3) for o in offsets[b].tolist()])  # (W, γ, V)
+    targets = torch.stack([ids[b, o: o + GAMMA] for b in range(3) for o in offsets[b].tolist()])  # (W, γ)
+    window_ce = F.cross_entropy(ref.flatten(0, 1), targets.flatten())
+    ar_ce = F.cross_entropy(model(input_ids=ids).logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+    torch.testing.assert_close(metrics["window_ce"], window_ce, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(metrics["ar_ce"], ar_ce, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss, window_ce + 0.5 * ar_ce, rtol=1e-4, atol=1e-5)
+    expected = alpha_metrics(ref.argmax(-1) == targets)
+    assert all(torch.isclose(metrics[k], v) for k, v in expected.items())
+    # With the MDLM term on, loss and gradients flow through the extra, partly masked blocks too.
+    mixed = DenseDrafterObjective(MASK_ID, window=GAMMA, windows_per_row=5, mdlm_weight=1.0,
+                                  mdlm_windows_per_row=3)
+    loss, metrics = mixed(model, ids, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert "mdlm" in metrics and torch.isfinite(loss) and model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_anchors_and_alpha_curve():
+    g = torch.Generator().manual_seed(0)
+    a = train_anchors(64, L, GAMMA, 6, g)
+    assert a.min() >= 1 and a.max() <= L - GAMMA
+    assert (a.diff(dim=1) > 0).all()  # one per stratum: distinct and ordered
+    assert val_anchors(2, L, GAMMA, 3).tolist() == [[1, 10, 20], [1, 10, 20]]  # 10.5 rounds to even
+    hits = torch.tensor([[1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    curve = alpha_metrics(hits)
+    assert [round(float(curve[f"alpha_{j}"]), 2) for j in range(1, 5)] == [0.75, 0.5, 0.25, 0.25]
+
+
+def test_pocket_drafter_is_ar_initialised_causal_and_logs_alpha(micro_world):
+    config = read_config(micro_world.drafter)
+    assert config["model_type"] == "Dream" and prefix_attention(config) == "causal"
+    assert config["mask_token_id"] == json.loads((micro_world.root / "world.json").read_text())["tokenizer"]["mask_id"]
+    summary = micro_world.summary()
+    assert summary["drafter"]["init_from"] == "ar_drafter" and summary["drafter"]["prefix_attention"] == "causal"
+    window = summary["drafter"]["window"]
+    assert len(summary["drafter"]["alpha"]) == window == len(summary["ar_drafter"]["alpha"])
+    # AR initialisation: before any masked step, q_1 is the AR drafter's next-token prediction exactly.
+    assert summary["drafter"]["initial_val"]["val/alpha_1"] == summary["ar_drafter"]["final_val"]["val/alpha_1"]
+    with open(micro_world.drafter / "val_metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 2 and int(rows[-1]["step"]) == summary["drafter"]["final_val"]["step"]
+    assert {f"val/alpha_{j}" for j in range(1, window + 1)} <= set(rows[0])
+
+
+def test_init_from_needs_the_same_shape():
+    from specdiff2.errors import ConfigError
+    from tests.conftest import micro_spec
+
+    spec = micro_spec()
+    with pytest.raises(ConfigError, match="init_from=ar_drafter needs"):
+        micro_spec(drafter={**spec.to_dict()["drafter"], "num_layers": 2})
+    micro_spec(drafter={**spec.to_dict()["drafter"], "num_layers": 2, "init_from": "scratch"})
