@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
 from specdiff2.errors import CheckpointError
 from specdiff2.models.checkpoint import read_config
+from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.training.callbacks import ThroughputMonitor
 from specdiff2.training.checks import check_export, check_optimizer, check_trainer_settings
@@ -51,7 +52,7 @@ class DistillJob:
     verifier: CheckpointRef
     drafter: CheckpointRef
     trajectories: TrajectorySource
-    datamodule: Callable  # TrajectoryDataModule factory: gets store_dir, mask_token_id, shifted
+    datamodule: Callable  # TrajectoryDataModule factory: gets store_dir, mask_token_id, shifted, prefix_attention
     module: Callable  # DistillModule factory: gets drafter_path, dtype, shifted, mask_token_id, verifier_path
     trainer: Callable  # lightning.Trainer factory: gets logger, callbacks, default_root_dir
     output_dir: str | Path
@@ -83,14 +84,22 @@ def resolve_checkpoints(*refs: CheckpointRef) -> list[Path]:
     return dirs
 
 
-def drafter_conventions(ref: CheckpointRef, drafter_dir: Path) -> tuple[int, bool]:
-    """(mask token id, logit shift) of the drafter: from its config ref, else from config.json."""
-    mask_id = ref.mask_token_id if ref.mask_token_id is not None else read_config(drafter_dir).get("mask_token_id")
+@dataclass(frozen=True)
+class DrafterConventions:
+    mask_token_id: int
+    shifted: bool  # logits at i−1 predict token i (Dream/DiffuCoder)
+    prefix_attention: str  # "causal" | "bidirectional" (models.diffusion.prefix_attention)
+
+
+def drafter_conventions(ref: CheckpointRef, drafter_dir: Path) -> DrafterConventions:
+    """The drafter's mask id and logit shift (its config ref, else config.json) and its prefix attention."""
+    config = read_config(drafter_dir)
+    mask_id = ref.mask_token_id if ref.mask_token_id is not None else config.get("mask_token_id")
     if mask_id is None:
         raise CheckpointError(f"{drafter_dir}/config.json has no mask_token_id; pass drafter.mask_token_id=ID")
     if ref.logit_shift is None:
         raise CheckpointError("drafter.logit_shift is unset; set true (Dream/DiffuCoder) or false (LLaDA)")
-    return int(mask_id), bool(ref.logit_shift)
+    return DrafterConventions(int(mask_id), bool(ref.logit_shift), prefix_attention(config))
 
 
 def resume_path(resume: str | Path | None) -> str | None:
@@ -119,16 +128,17 @@ def _throughput(trainer: L.Trainer) -> ThroughputMonitor | None:
 def run_distillation(job: DistillJob) -> dict:
     """The whole pipeline on built objects; returns the summary dict (also printed as tables on rank 0)."""
     verifier_dir, drafter_dir = resolve_checkpoints(job.verifier, job.drafter)
-    mask_id, shifted = drafter_conventions(job.drafter, drafter_dir)
+    drafter = drafter_conventions(job.drafter, drafter_dir)
 
     t0 = time.perf_counter()
     store = job.trajectories.generate(verifier_dir)
     gen_s = time.perf_counter() - t0
 
     L.seed_everything(job.seed, verbose=False)
-    datamodule = job.datamodule(store_dir=str(store), mask_token_id=mask_id, shifted=shifted)
-    module = job.module(drafter_path=str(drafter_dir), dtype=job.drafter.dtype, shifted=shifted,
-                        mask_token_id=mask_id, verifier_path=str(verifier_dir))
+    datamodule = job.datamodule(store_dir=str(store), mask_token_id=drafter.mask_token_id,
+                                shifted=drafter.shifted, prefix_attention=drafter.prefix_attention)
+    module = job.module(drafter_path=str(drafter_dir), dtype=job.drafter.dtype, shifted=drafter.shifted,
+                        mask_token_id=drafter.mask_token_id, verifier_path=str(verifier_dir))
     trainer = build_trainer(job)
     t0 = time.perf_counter()
     if job.resume is None:
