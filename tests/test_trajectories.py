@@ -179,6 +179,7 @@ def test_store_path_that_is_a_file_or_unwritable_is_one_line(micro_world, tmp_pa
     assert afile.read_text() == "x"
 
 
+@pytest.mark.slow  # a train.py process (~15 s of imports alone); the library test above covers the logic
 def test_train_with_store_dir_on_user_files_stops_with_one_line(micro_world, tmp_path):
     """The whole entry point: train.py exits 2 with one line naming data.store_dir, and deletes nothing."""
     import os
