@@ -28,7 +28,7 @@ import torch
 
 from specdiff2.data.windows import window_logits
 from specdiff2.errors import ConfigError, TrainingError, require
-from specdiff2.losses import LossMix, ce_loss, prefix_mask, sample_mask, streak_loss
+from specdiff2.losses import LossMix, ce_loss, mdlm_noise, prefix_mask, streak_loss
 from specdiff2.models.diffusion import align_logits
 from specdiff2.models.dtypes import check_dtype, torch_dtype
 
@@ -116,11 +116,9 @@ class DistillModule(L.LightningModule):
         clean, lengths = batch["clean_ids"], batch["clean_len"]  # (N, T), (N,)
         n, width = clean.shape
         valid = torch.arange(width, device=clean.device)[None] < lengths[:, None]  # (N, T)
-        t = torch.rand(n, device=clean.device).clamp_min(1e-3)  # (N,)
         protect = ~valid
         protect[:, 0] |= self.shifted  # a shifted drafter has no predictor for position 0
-        masked = sample_mask(clean, t, protect=protect)  # (N, T)
-        noisy = torch.where(masked, torch.full_like(clean, self.mask_token_id), clean)
+        noisy, masked, t = mdlm_noise(clean, self.mask_token_id, protect=protect)  # (N, T), (N, T), (N,)
         attn = (valid[:, None, :] | torch.eye(width, dtype=torch.bool, device=clean.device))[:, None]  # (N,1,T,T)
         positions = torch.arange(width, device=clean.device)[None].expand(n, -1)  # (N, T)
         logits = self.drafter(input_ids=noisy, attention_mask=attn, position_ids=positions).logits
