@@ -13,8 +13,7 @@ import torch
 
 from specdiff2.decode.ar_batch import ARSample, sample_batch
 from specdiff2.errors import ConfigError
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from specdiff2.models.dtypes import torch_dtype
 
 
 class EngineBackend:
@@ -27,7 +26,8 @@ class EngineBackend:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model, _ = load_transformer(verifier_dir, _DTYPES[spec.dtype], self.device)
+        dtype = torch_dtype(spec.dtype, "data.generation.dtype")
+        self.model, _ = load_transformer(verifier_dir, dtype, self.device)
         self.model.eval().requires_grad_(False)
         self.spec, self.eos_id = spec, eos_id
         self.sampling, self.limits = spec.sampling(), spec.limits(vocab_limit)
