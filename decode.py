@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         prompts = load_prompts(instantiate(cfg.data.prompts))
         models = instantiate(cfg.decode.models, _convert_="all")  # name -> loader(ctx): built by build_engine
         engine = build_engine(verifier_ref, instantiate(cfg.decode.strategy), models, rule, sampling,
-                              pick_device(cfg.device), cfg.max_seq_len, cfg.seed)
+                              pick_device(cfg.device), cfg.max_seq_len, cfg.seed, cfg.compile, cfg.kernels)
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         summary = run_prompts(engine, prompts, cfg.max_new_tokens, out_dir, cfg.decode.method, cfg.warmup)
         print_summary(summary, f"{cfg.decode.method} on {cfg.data.name} ({len(prompts)} prompts) → {out_dir}")

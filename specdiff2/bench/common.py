@@ -32,7 +32,8 @@ def engine_from_config(cfg, verifier=None, tokenizer=None) -> DecodeEngine:
     """A DecodeEngine from a composed decode config (as decode.py builds it); pass a loaded verifier and its
     tokenizer to share one across methods. The pocket world must exist already (ensure_pocket_world)."""
     if verifier is None:
-        verifier, tokenizer = load_verifier(instantiate(cfg.verifier), pick_device(cfg.device), cfg.max_seq_len)
+        verifier, tokenizer = load_verifier(instantiate(cfg.verifier), pick_device(cfg.device), cfg.max_seq_len,
+                                            cfg.compile, cfg.kernels)
     return engine_for(verifier, tokenizer, instantiate(cfg.decode.strategy),
                       instantiate(cfg.decode.models, _convert_="all"), instantiate(cfg.acceptance), sampling_of(cfg),
                       cfg.seed)

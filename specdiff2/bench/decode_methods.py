@@ -66,7 +66,8 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 def run(args) -> list[dict]:
     base = compose("decode", args.overrides)
     ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
-    verifier, tok = load_verifier(instantiate(base.verifier), pick_device(base.device), base.max_seq_len)
+    verifier, tok = load_verifier(instantiate(base.verifier), pick_device(base.device), base.max_seq_len,
+                                  base.compile, base.kernels)
     prompts = load_prompts(instantiate(base.data.prompts))
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     results, reference = [], None

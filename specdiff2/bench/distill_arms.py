@@ -48,7 +48,7 @@ def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:
 def evaluate(drafters: dict[str, str], overrides: list[str], gamma: int, n_prompts: int, max_new: int) -> dict:
     cfg = compose("decode", overrides)
     ref = instantiate(cfg.verifier)
-    verifier, tok = load_verifier(ref, pick_device("auto"), cfg.max_seq_len)
+    verifier, tok = load_verifier(ref, pick_device("auto"), cfg.max_seq_len, cfg.compile, cfg.kernels)
     ctx = engine_context(verifier, tok)
     prompts = load_prompts(instantiate(cfg.data.prompts))[:n_prompts]
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -22,6 +22,7 @@ from rich.table import Table
 from specdiff2.bench.common import compose, engine_from_config
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.loading import load_verifier
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.run import pick_device
 from specdiff2.pocket.world import ensure_pocket_world
@@ -31,6 +32,7 @@ METHODS = [
     "decode=sd_ar decode.strategy.gamma=4",
     "decode=sd_ar decode.strategy.gamma=8",
     "decode=specdiff decode.strategy.gamma=16",
+    "decode=specdiff decode.strategy.gamma=16 decode.models.drafter.cache=exact",
     "decode=specdiff decode.strategy.gamma=32",
     "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4",
     "decode=diffuspec",
@@ -48,11 +50,15 @@ def agreement(ref: list[list[int]], out: list[list[int]]) -> float:
 
 
 def engine_rows(base_overrides: list[str], methods: list[str], prompts: list[list[int]], max_new: int) -> list[dict]:
+    """One verifier (and its captured graphs) shared by every method; each method brings its own drafters."""
     rows = []
+    base = compose("decode", base_overrides)
+    verifier, tok = load_verifier(instantiate(base.verifier), pick_device(base.device), base.max_seq_len,
+                                  base.compile, base.kernels)
     for method in methods:
         cfg = compose("decode", [*base_overrides, *method.split()])
         try:
-            engine = engine_from_config(cfg)
+            engine = engine_from_config(cfg, verifier, tok)
         except Exception as err:  # one broken method must not cost the whole GPU run: report it in the table
             rows.append({"method": method, "error": f"{type(err).__name__}: {err}"})
             continue

@@ -17,20 +17,29 @@ from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.drafters import ARDrafter, DiffusionDrafter
 from specdiff2.models.dtypes import torch_dtype
 from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.runner import resolve_execution
 from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.models.transformer import Transformer
 from specdiff2.models.vocab import proposable_ids
 
 
-def load_verifier(ref: CheckpointRef, device: torch.device, max_seq_len: int) -> tuple[Verifier, object]:
-    """The verifier adapter (static cache of max_seq_len slots) and its tokenizer."""
+def load_verifier(ref: CheckpointRef, device: torch.device, max_seq_len: int, compile: str = "auto",
+                  kernels: str = "auto") -> tuple[Verifier, object]:
+    """The verifier adapter (static cache of max_seq_len slots) and its tokenizer.
+
+    compile/kernels: how every forward of the engine runs (models/runner.py); `auto` = CUDA graphs with a
+    compiled block on CUDA, eager on CPU. The drafters follow the verifier (`engine_context`).
+    """
     path = ref.resolve()
     model, _ = load_transformer(path, dtype=torch_dtype(ref.dtype), device=device)
-    return Verifier(model, max_seq_len), load_tokenizer(path)
+    mode, kernels = resolve_execution(compile, kernels, device)
+    return Verifier(model, max_seq_len, mode, kernels), load_tokenizer(path)
 
 
 def engine_context(verifier: Verifier, tokenizer) -> EngineContext:
-    return EngineContext(tokenizer, verifier.vocab_rows, verifier.device, verifier.max_seq_len)
+    runner = verifier.runner
+    return EngineContext(tokenizer, verifier.vocab_rows, verifier.device, verifier.max_seq_len, runner.mode,
+                         runner.kernels)
 
 
 def load_drafter_model(ref: CheckpointRef, ctx: EngineContext,
@@ -54,7 +63,7 @@ def mask_token_id(ref: CheckpointRef, config: dict, tokenizer) -> int:
     raise CheckpointError(f"drafter {ref.path} defines no mask token; set drafter.mask_token_id")
 
 
-def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = "exact") -> DiffusionDrafter:
+def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = "auto") -> DiffusionDrafter:
     """The masked-diffusion drafter of `ref`, mapped to the verifier vocabulary (shifted head by default).
 
     cache: exact (recompute the prefix every pass) | prefix | auto; see `DiffusionDrafter`. Prefix attention
@@ -63,12 +72,12 @@ def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = 
     model, config, proposable, tokenizer = load_drafter_model(ref, ctx, diffusion=True)
     shift = ref.logit_shift if ref.logit_shift is not None else True
     return DiffusionDrafter(model, mask_token_id(ref, config, tokenizer), shift, proposable, ctx.max_seq_len, cache,
-                            prefix_attention(config))
+                            prefix_attention(config), ctx.compile, ctx.kernels)
 
 
 def load_ar_drafter(ref: CheckpointRef, ctx: EngineContext) -> ARDrafter:
     model, _, proposable, _ = load_drafter_model(ref, ctx, diffusion=False)
-    return ARDrafter(model, proposable, ctx.max_seq_len)
+    return ARDrafter(model, proposable, ctx.max_seq_len, ctx.compile, ctx.kernels)
 
 
 def load_ar_proxy(ref: CheckpointRef, ctx: EngineContext, floor: float = -100.0) -> ARProxy:

@@ -30,9 +30,10 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_engine(verifier_ref: CheckpointRef, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
-                 sampling: SamplingParams, device: torch.device, max_seq_len: int, seed: int = 0) -> DecodeEngine:
+                 sampling: SamplingParams, device: torch.device, max_seq_len: int, seed: int = 0,
+                 compile: str = "auto", kernels: str = "auto") -> DecodeEngine:
     """Load the verifier, then `engine_for` (conf: verifier, decode.strategy, decode.models, acceptance)."""
-    verifier, tokenizer = load_verifier(verifier_ref, device, max_seq_len)
+    verifier, tokenizer = load_verifier(verifier_ref, device, max_seq_len, compile, kernels)
     return engine_for(verifier, tokenizer, strategy, models, rule, sampling, seed)
 
 

@@ -54,7 +54,7 @@ class BlockRunner:
             raise ConfigError(f"decode.kernels={kernels!r} is unknown; use one of {KERNEL_MODES}")
         if mode == "graph" and model.lm_head.weight.device.type != "cuda":
             raise ConfigError("CUDA graphs need a CUDA device; use decode.compile=eager on CPU")
-        self.model, self.max_seq_len, self.mode = model, max_seq_len, mode
+        self.model, self.max_seq_len, self.mode, self.kernels = model, max_seq_len, mode, kernels
         self.kv_step = kv_step
         self.block_buckets = block_buckets or default_buckets(max_seq_len)
         self.device = model.lm_head.weight.device

@@ -21,6 +21,8 @@ class EngineContext:
     verifier_rows: int  # verifier embedding rows: the id space every draft and q lives in
     device: torch.device
     max_seq_len: int  # the verifier's static cache size; drafter caches match it
+    compile: str = "eager"  # execution of the drafters' forwards, as the verifier's: eager | graph
+    kernels: str = "eager"  # eager | elementwise | block (see models/runner.py)
 
 
 @runtime_checkable
