@@ -34,7 +34,9 @@ TRAIN = ["trainer=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2", 
          "logger=csv"]
 # Lines that logging frameworks print on their own (item 13 of the issue); not counted as the error message.
 NOISE = re.compile(r"^(\[\d{4}-\d\d-\d\d [^]]*\]\[[^]]*\]\[(INFO|WARNING|DEBUG)\]|(INFO|WARNING|DEBUG):|"
-                   r"\S+\.py:\d+: \w*Warning|\s+warnings\.warn|wandb: )")
+                   r"\S+\.py:\d+: |\s+warnings\.warn|wandb: )")
+# Lines that say nothing about the outcome: Hydra's pointer to its full trace, table borders.
+UNINFORMATIVE = re.compile(r"^(Set the environment variable HYDRA_FULL_ERROR|[\s│┃|─━┌┐└┘├┤┬┴┼╭╮╰╯═]*$)")
 
 
 @dataclass
@@ -191,13 +193,17 @@ def cases(f: dict[str, str]) -> list[Case]:
     return out
 
 
-def verdict(case: Case, rc: int | None, stdout: str, stderr: str) -> str:
+def has_traceback(text: str) -> bool:
+    return "Traceback" in text or "Error executing job" in text
+
+
+def verdict(case: Case, rc: int | None, stdout: str, stderr: str, traceback: bool) -> str:
     text = stdout + stderr
     if case.control:
         return "RAN" if rc == 0 else "BROKEN"
     if rc is None:
         return "SILENT"  # still running on nonsense at the timeout
-    if "Traceback" in text or "Error executing job" in text:
+    if traceback:
         return "TRACEBACK"
     if rc == 0:
         if case.check == "no_bar":
@@ -211,7 +217,7 @@ def verdict(case: Case, rc: int | None, stdout: str, stderr: str) -> str:
 
 def last_line(rc: int | None, stdout: str, stderr: str) -> str:
     for text in ((stderr, stdout) if rc else (stdout, stderr)):
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not UNINFORMATIVE.match(ln.strip())]
         if lines:
             return lines[-1]
     return ""
@@ -234,10 +240,27 @@ def run_case(i: int, case: Case, tmp: Path, timeout: int) -> dict:
         rc = None
         stdout = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
         stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
-    shown = " ".join([case.script, *case.args]).replace(str(tmp), "$TMP")
-    return {"i": i, "command": shown, "rc": rc, "last": last_line(rc, stdout, stderr),
-            "verdict": verdict(case, rc, stdout, stderr), "wall_s": round(time.perf_counter() - t0, 1),
-            "stdout_tail": stdout[-4000:], "stderr_tail": stderr[-4000:]}
+    traceback = has_traceback(stdout + stderr)
+    return {"i": i, "command": shown_command(case, tmp), "rc": rc, "last": last_line(rc, stdout, stderr),
+            "verdict": verdict(case, rc, stdout, stderr, traceback), "traceback": traceback,
+            "wall_s": round(time.perf_counter() - t0, 1), "stdout_tail": stdout[-4000:], "stderr_tail": stderr[-4000:]}
+
+
+def shown_command(case: Case, tmp: Path) -> str:
+    return " ".join([case.script, *case.args]).replace(str(tmp), "$TMP")
+
+
+def rescore(path: str, tmp: Path) -> list[dict]:
+    """Verdicts and last lines again from a saved --json file (after a change to the rules, not the code)."""
+    by_index = dict(enumerate(cases(fixtures(tmp)), 1))
+    results = json.loads(Path(path).read_text())
+    for r in results:
+        case = by_index[r["i"]]
+        assert shown_command(case, tmp) == r["command"], (r["i"], r["command"])
+        traceback = r.get("traceback", r["verdict"] == "TRACEBACK")
+        r.update(traceback=traceback, last=last_line(r["rc"], r["stdout_tail"], r["stderr_tail"]),
+                 verdict=verdict(case, r["rc"], r["stdout_tail"], r["stderr_tail"], traceback))
+    return results
 
 
 def table(results: list[dict]) -> str:
@@ -261,12 +284,16 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--only", default=None, help="run only cases whose command contains this")
+    ap.add_argument("--rescore", default=None, help="re-tabulate a saved --json file instead of running")
     opts = ap.parse_args()
     if not (POCKET / "ar_drafter.done").exists():
         sys.exit(f"build the tiny pocket world first (python decode.py decode=ar max_new_tokens=4 "
                  f"data.prompts.limit=1): {POCKET} is incomplete")
     with tempfile.TemporaryDirectory(prefix="catalogue-") as tmp_name:
         tmp = Path(tmp_name)
+        if opts.rescore:
+            results = rescore(opts.rescore, tmp)
+            return finish(results, opts)
         all_cases = list(enumerate(cases(fixtures(tmp)), 1))
         if opts.only:
             all_cases = [(i, c) for i, c in all_cases if opts.only in " ".join([c.script, *c.args])]
@@ -281,6 +308,10 @@ def main() -> None:
                 results.append(r)
                 print(f"[{r['i']}] {r['verdict']:9} {r['wall_s']:6}s {r['command']} -> {r['last'][:160]}",
                       flush=True)
+    finish(results, opts)
+
+
+def finish(results: list[dict], opts) -> None:
     md = table(results)
     print(md)
     if opts.out:
