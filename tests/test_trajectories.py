@@ -200,3 +200,20 @@ def test_train_with_store_dir_on_user_files_stops_with_one_line(micro_world, tmp
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert lines[-1].startswith("error:") and "data.store_dir=" in lines[-1] and "Traceback" not in proc.stderr
     assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before
+
+
+def test_verifier_without_tokenizer_files_is_refused_not_sampled(micro_world, tmp_path):
+    """AutoTokenizer builds an empty tokenizer (one token, the EOS) from a bare config.json: every trajectory
+    would stop after one token. The store must refuse with one line and write nothing."""
+    import shutil
+
+    from specdiff2.errors import TokenizerError
+
+    bare = tmp_path / "verifier"
+    shutil.copytree(micro_world.verifier, bare)
+    for f in bare.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(TokenizerError, match="no tokenizer files") as err:
+        generate_trajectories(GenerationSpec(**SPEC), bare, tmp_path / "store", tokens_dir=micro_world.tokens,
+                              log=lambda *_: None)
+    assert "\n" not in str(err.value) and not (tmp_path / "store").exists()

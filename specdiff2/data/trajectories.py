@@ -30,6 +30,7 @@ from specdiff2.data.trajectory_backends import make_backend
 from specdiff2.decode.ar_batch import TrajectoryLimits
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
+from specdiff2.models.tokenizer import load_tokenizer
 
 MANIFEST = "manifest.json"
 SHARD_NAME = re.compile(r"shard-\d{5}(\.tmp)?")  # shard dirs and their temp dirs: all this module ever writes
@@ -211,7 +212,9 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
 
     datasets.disable_progress_bars()
     verifier_dir, out = Path(verifier_dir), Path(out_dir)
-    tokenizer = _tokenizer(verifier_dir)
+    # Refuses a directory without tokenizer files: AutoTokenizer would build an empty tokenizer (one token,
+    # the EOS) and every trajectory would silently stop after one token.
+    tokenizer = load_tokenizer(verifier_dir)
     if spec.source == "corpus":
         require(tokens_dir is not None, "data.generation.source=corpus needs the pocket token dataset; use a "
                 "pocket verifier or set data.generation.source=prompts", ConfigError)
@@ -243,19 +246,6 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
         manifest["complete"] = True
         _write_json(out / MANIFEST, manifest)
     return out
-
-
-def _tokenizer(verifier_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(verifier_dir))
-    except (OSError, ValueError) as err:
-        raise DataError(f"no tokenizer in {verifier_dir} ({type(err).__name__}); save the tokenizer next to "
-                        "the verifier weights") from None
-    require(tok.eos_token_id is not None, f"the tokenizer in {verifier_dir} has no EOS token; set eos_token",
-            DataError)
-    return tok
 
 
 def load_trajectories(store_dir: str | Path):
