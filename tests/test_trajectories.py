@@ -217,3 +217,15 @@ def test_verifier_without_tokenizer_files_is_refused_not_sampled(micro_world, tm
         generate_trajectories(GenerationSpec(**SPEC), bare, tmp_path / "store", tokens_dir=micro_world.tokens,
                               log=lambda *_: None)
     assert "\n" not in str(err.value) and not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"seed": "abc"}, "set seed=0"), ({"num_prompts": 0}, "data.generation.num_prompts=0"),
+    ({"samples_per_prompt": "abc"}, "data.generation.samples_per_prompt='abc'"),
+    ({"top_k": -1}, "data.generation.top_k"), ({"temperature": "hot"}, "data.generation.temperature"),
+])
+def test_generation_spec_refuses_bad_numbers_with_one_line(override, needle):
+    with pytest.raises(ConfigError) as err:
+        GenerationSpec(**{**SPEC, **override})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    GenerationSpec(source="prompts", prompts={"name": "humaneval"}, num_prompts=None)  # None: the whole set

@@ -72,14 +72,33 @@ class GenerationSpec:
                 "jsonl)")
         require(self.backend in ("engine", "vllm"),
                 f"data.generation.backend={self.backend!r}; use data.generation.backend=engine or vllm")
-        for name in ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens"):
-            require(getattr(self, name) > 0, f"data.generation.{name} must be > 0, got {getattr(self, name)}")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        # A string from the command line (seed=abc) must not reach numpy/torch as a TypeError traceback.
+        require(_is_int(self.seed), f"seed={self.seed!r} (data.generation.seed) must be an integer; set seed=0")
+        for name in ("temperature", "top_p", "logprob_temperature"):
+            value = getattr(self, name)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"data.generation.{name}={value!r} must be a number")
+        positive = ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens",
+                    "max_prompt_tokens", "tensor_parallel_size")
+        for name in (*positive, "num_prompts", "top_k", "topk_logprobs"):
+            value, least = getattr(self, name), 1 if name in positive or name == "num_prompts" else 0
+            if name == "num_prompts" and value is None and self.source == "prompts":
+                continue  # the whole prompt set
+            require(_is_int(value) and value >= least,
+                    f"data.generation.{name}={value!r}; set data.generation.{name} to an integer >= {least}")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(self.temperature, self.top_k, self.top_p)
 
     def limits(self, vocab_limit: int | None) -> TrajectoryLimits:
         return TrajectoryLimits(self.max_new_tokens, self.topk_logprobs, self.logprob_temperature, vocab_limit)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
