@@ -36,7 +36,8 @@ TRAIN = ["trainer=tiny", "trainer.max_steps=2", "trainer.val_check_interval=2", 
 NOISE = re.compile(r"^(\[\d{4}-\d\d-\d\d [^]]*\]\[[^]]*\]\[(INFO|WARNING|DEBUG)\]|(INFO|WARNING|DEBUG):|"
                    r"\S+\.py:\d+: |\s+warnings\.warn|wandb: )")
 # Lines that say nothing about the outcome: Hydra's pointer to its full trace, table borders.
-UNINFORMATIVE = re.compile(r"^(Set the environment variable HYDRA_FULL_ERROR|[\s│┃|─━┌┐└┘├┤┬┴┼╭╮╰╯═]*$)")
+UNINFORMATIVE = re.compile(r"^(Set the environment variable HYDRA_FULL_ERROR|full_key: |object_type=|"
+                           r"[\s│┃|─━┌┐└┘├┤┬┴┼╭╮╰╯═]*$)")
 
 
 @dataclass
