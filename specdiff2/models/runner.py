@@ -49,11 +49,11 @@ class BlockRunner:
     def __init__(self, model: Transformer, max_seq_len: int, mode: str = "eager", kv_step: int = 256,
                  block_buckets: list[int] | None = None, kernels: str = "eager"):
         if mode not in MODES:
-            raise ConfigError(f"decode.compile={mode!r} is unknown; use one of {MODES}")
+            raise ConfigError(f"compile={mode!r} is unknown; use one of {MODES}")
         if kernels not in KERNEL_MODES:
-            raise ConfigError(f"decode.kernels={kernels!r} is unknown; use one of {KERNEL_MODES}")
+            raise ConfigError(f"kernels={kernels!r} is unknown; use one of {KERNEL_MODES}")
         if mode == "graph" and model.lm_head.weight.device.type != "cuda":
-            raise ConfigError("CUDA graphs need a CUDA device; use decode.compile=eager on CPU")
+            raise ConfigError("CUDA graphs need a CUDA device; use compile=eager on CPU")
         self.model, self.max_seq_len, self.mode, self.kernels = model, max_seq_len, mode, kernels
         self.kv_step = kv_step
         self.block_buckets = block_buckets or default_buckets(max_seq_len)
