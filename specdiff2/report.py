@@ -13,13 +13,15 @@ def print_world(world) -> None:
         table.add_column(col)
     for stage, info in summary.items():
         params = f"{info['params'] / 1e6:.2f}M" if "params" in info else ""
+        first, last = info.get("initial_val", {}), info.get("final_val", {})
         val = ""
-        if "final_val" in info:
-            val = f"{info['initial_val']['loss']:.3f} → {info['final_val']['loss']:.3f}"
+        if last:  # pretraining logs `val/loss` (older worlds: `loss`)
+            key = "val/loss" if "val/loss" in last else "loss"
+            val = f"{first.get(key, float('nan')):.3f} → {last[key]:.3f}"
         notes = ", ".join(f"{k}={v}" for k, v in info.items()
-                          if k not in ("wall_s", "params", "final_val", "initial_val"))
-        extra = info.get("final_val", {}).get("window_ce")
-        if extra is not None:
-            notes = f"window CE {extra:.3f}" + (f", {notes}" if notes else "")
+                          if k not in ("wall_s", "params", "final_val", "initial_val", "alpha"))
+        alphas = [last[f"val/alpha_{j}"] for j in (1, 2, 4) if f"val/alpha_{j}" in last]
+        if alphas:
+            notes = "val α1/α2/α4 " + "/".join(f"{a:.2f}" for a in alphas) + (f", {notes}" if notes else "")
         table.add_row(stage, f"{info.get('wall_s', 0):.1f}", params, val, notes)
     Console().print(table)

@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--prefix", default="gpu_", help="experiment name prefix (gpu_ or empty for CPU)")
     parser.add_argument("--gamma", type=int, default=16)
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--sets", default="humaneval,heldout", help="prompt sets (conf/data options) to decode")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--packing-steps", type=int, default=0, help=">0: also time packing exact vs none")
     parser.add_argument("--out", default="outputs/distill_arms")
@@ -90,15 +91,18 @@ def main() -> None:
                       out / f"packing_{mode}")
         packing[mode] = s["sections"]["training"]
     decode_over = [o for o in args.overrides if not o.startswith(("trainer", "loss", "optim", "peft"))]
-    results = evaluate(drafters, decode_over, args.gamma, args.prompts, args.max_new_tokens)
-    print_tables(runs, results, packing, args.gamma)
+    results = {}
+    for name in args.sets.split(","):
+        results[name] = evaluate(drafters, [*decode_over, f"data={name}"], args.gamma, args.prompts,
+                                 args.max_new_tokens)
+        print_tables(runs, results[name], packing, args.gamma, name)
     (out / "distill_arms.json").write_text(json.dumps({"runs": runs, "decode": results, "packing": packing},
                                                       indent=2, default=str))
 
 
-def print_tables(runs: dict, results: dict, packing: dict, gamma: int) -> None:
+def print_tables(runs: dict, results: dict, packing: dict, gamma: int, prompt_set: str) -> None:
     console = Console(width=220)
-    table = Table(title=f"specdiff γ={gamma}, T=1, temperature 0 on HumanEval, per drafter")
+    table = Table(title=f"specdiff γ={gamma}, T=1, temperature 0 on {prompt_set}, per drafter")
     for col in ["arm", "train wall s", "val E[streak]", "τ", "tok/s", *[f"α{j}" for j in range(1, gamma + 1)]]:
         table.add_column(col, justify="right")
     for arm, r in results.items():
