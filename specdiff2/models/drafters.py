@@ -103,7 +103,6 @@ class ARDrafter:
     @torch.no_grad()
     def step_logits(self, ids: torch.Tensor, start: int) -> torch.Tensor:
         """Feed ids (n,) at slots start..start+n−1; logits (V_verifier,) of the last one."""
-        n = ids.shape[0]
         logits = self.runner(ids, start)[-1]  # (V_d,) a chain
 
         return to_verifier_vocab(logits, self.proposable)
