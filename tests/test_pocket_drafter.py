@@ -92,6 +92,26 @@ def test_dense_objective_scores_the_windows_it_packs():
     assert "mdlm" in metrics and torch.isfinite(loss) and model.model.embed_tokens.weight.grad.abs().sum() > 0
 
 
+def test_ar_alpha_is_the_greedy_rollout_acceptance():
+    """Teacher-forced α_j of an AR model = share of windows whose γ-step greedy rollout matches x at 1..j."""
+    from specdiff2.pocket.pretrain import ARObjective
+
+    model = tiny_qwen2(2)
+    ids = torch.randint(3, VOCAB, (2, L), generator=torch.Generator().manual_seed(2))
+    ids[:, 10:] = ids[:, :1]  # a repeated token: some windows match for several positions
+    _, metrics = ARObjective(window=GAMMA, windows_per_row=4)(model, ids, evaluate=True)
+    hits = []
+    for b in range(2):
+        for o in val_anchors(1, L, GAMMA, 4)[0].tolist():
+            seq = ids[b, :o]
+            for _ in range(GAMMA):  # greedy rollout on its own tokens
+                seq = torch.cat([seq, model(input_ids=seq[None]).logits[0, -1].argmax()[None]])
+            hits.append(seq[o:] == ids[b, o: o + GAMMA])
+    expected = alpha_metrics(torch.stack(hits))
+    assert all(torch.isclose(metrics[k], v) for k, v in expected.items())
+    assert 0 < float(metrics["alpha_1"])  # not a vacuous all-zero comparison
+
+
 def test_anchors_and_alpha_curve():
     g = torch.Generator().manual_seed(0)
     a = train_anchors(64, L, GAMMA, 6, g)

@@ -127,6 +127,18 @@ def _model(spec: PocketSpec, m: ModelSpec, tok, init_from: Path | None):
     return Qwen2ForCausalLM.from_pretrained(str(init_from), config=config).train()
 
 
+def _trainer(spec: PocketSpec, m: ModelSpec):
+    import lightning as L
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners and tips per stage
+    return L.Trainer(
+        max_steps=m.steps, accelerator=spec.accelerator, devices=1, precision=spec.precision, logger=False,
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        val_check_interval=min(spec.val_every, m.steps), check_val_every_n_epoch=None,
+        limit_val_batches=spec.val_batches, gradient_clip_val=1.0, enable_progress_bar=False,
+    )
+
+
 def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: Path, seed: int, log=print,
            init_from: Path | None = None) -> dict:
     import lightning as L
@@ -138,7 +150,6 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
 
     L.seed_everything(seed, verbose=False)
     transformers.utils.logging.disable_progress_bar()  # the stage prints its own progress lines
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners and tips per stage
     tok = load_tokenizer(world.tokenizer, require_mask=True)
     model = _model(spec, m, tok, init_from)
     train = DataLoader(TensorDataset(token_blocks(world, "train", spec.seq_len)), batch_size=m.batch_size,
@@ -148,23 +159,18 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
     module = PretrainModule(model, objective, lr=m.lr, max_steps=m.steps, warmup_steps=m.warmup_steps, seed=seed,
                             csv_path=out / "val_metrics.csv", progress=lambda line: log(f"[pocket:{spec.name}] {line}"),
                             name=out.name)
-    trainer = L.Trainer(
-        max_steps=m.steps, accelerator=spec.accelerator, devices=1, precision=spec.precision, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-        val_check_interval=min(spec.val_every, m.steps), check_val_every_n_epoch=None,
-        limit_val_batches=spec.val_batches, gradient_clip_val=1.0, enable_progress_bar=False,
-    )
+    trainer = _trainer(spec, m)
     trainer.validate(module, val, verbose=False)  # the untrained loss: the first point of the curve
     trainer.fit(module, train, val)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     n_params = sum(p.numel() for p in model.parameters())
+    first, final = module.val_history[0], module.val_history[-1]
     metrics = {"params": n_params, "steps": m.steps, "tokens_seen": m.steps * m.batch_size * spec.seq_len,
-               "val_history": module.val_history, "final_val": module.val_history[-1]}
+               "val_history": module.val_history, "final_val": final}
     (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
-    final = module.val_history[-1]
-    alpha = [final[k] for k in sorted((k for k in final if k.startswith("val/alpha_")), key=lambda k: int(k[10:]))]
-    return {"params": n_params, "final_val": final, "initial_val": module.val_history[0], "alpha": alpha}
+    alpha = [final[f"val/alpha_{j}"] for j in range(1, spec.drafter.window + 1) if f"val/alpha_{j}" in final]
+    return {"params": n_params, "final_val": final, "initial_val": first, "alpha": alpha}
 
 
 def _ar_objective(spec: PocketSpec):
@@ -199,4 +205,5 @@ def build_drafter_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict
     cfg = json.loads(cfg_path.read_text())
     cfg.update(DREAM_ARCHITECTURE, mask_token_id=tok.mask_token_id, prefix_attention="causal")
     cfg_path.write_text(json.dumps(cfg, indent=2))
-    return {**info, "init_from": d.init_from, "prefix_attention": "causal", "window": d.window}
+    return {**info, "init_from": d.init_from, "prefix_attention": "causal", "window": d.window,
+            "windows_seen": d.steps * d.batch_size * d.windows_per_row}
