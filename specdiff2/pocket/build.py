@@ -196,7 +196,7 @@ def build_drafter_stage(spec: PocketSpec, world: PocketWorld, log=print) -> dict
     d = spec.drafter
     objective = DenseDrafterObjective(tok.mask_token_id, window=d.window, windows_per_row=d.windows_per_row,
                                       ar_weight=d.ar_weight, mdlm_weight=d.mdlm_weight,
-                                      mdlm_windows_per_row=d.mdlm_windows_per_row)
+                                      mdlm_windows_per_row=d.mdlm_windows_per_row, streak_weight=d.streak_weight)
     init_from = world.ar_drafter if d.init_from == "ar_drafter" else None
     info = _train(spec, world, d, objective, world.drafter, spec.seed + 30, log, init_from)
     # The Dream/DiffuCoder layout: same Qwen2 weights and field names, a shifted head implied by the model type,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from specdiff2.data.windows import shared_layout
 from specdiff2.losses.diffusion import mdlm_loss, mdlm_noise
+from specdiff2.losses.streak import streak_loss
 
 Objective = Callable[..., tuple[torch.Tensor, dict]]
 
@@ -78,7 +79,8 @@ class DenseDrafterObjective:
     o_k − 1, q_j from its mask j − 2). Loss = window CE (mean over the K·γ positions)
       + ar_weight · the clean stream's next-token CE (the same head: every position of the row as a q_1)
       + mdlm_weight · MDLM over `mdlm_windows_per_row` extra blocks per row whose positions are each masked
-        w.p. t ~ U(0, 1] (the rest show the true token: later denoising steps), CE/t over the masked ones.
+        w.p. t ~ U(0, 1] (the rest show the true token: later denoising steps), CE/t over the masked ones
+      + streak_weight · (−E[streak]) of the window blocks against the data tokens (losses.streak_loss).
     """
 
     mask_token_id: int
@@ -87,6 +89,7 @@ class DenseDrafterObjective:
     ar_weight: float = 1.0
     mdlm_weight: float = 0.0
     mdlm_windows_per_row: int = 2
+    streak_weight: float = 0.0
 
     def __call__(self, model, input_ids, generator=None, evaluate: bool = False) -> tuple[torch.Tensor, dict]:
         B, L = input_ids.shape
@@ -110,6 +113,10 @@ class DenseDrafterObjective:
         window_logits, window_targets = logits[:, :K].flatten(0, 1), targets[:, :K].flatten(0, 1)  # (B·K, γ, ·)
         window_ce = F.cross_entropy(window_logits.flatten(0, 1), window_targets.flatten())
         loss, metrics = window_ce, {"window_ce": window_ce.detach()}
+        if self.streak_weight > 0:  # −E[accepted streak] against the data tokens (SpecDiff-2's objective)
+            streak = streak_loss(window_logits, window_targets)
+            loss = loss + self.streak_weight * streak.loss
+            metrics["expected_streak"] = streak.metrics["expected_streak"]
         if self.ar_weight > 0:
             ar_logits = head(hidden[:, : L - 1]).float()  # (B, L−1, V): clean token i predicts i+1
             ar_ce = F.cross_entropy(ar_logits.flatten(0, 1), input_ids[:, 1:].flatten())

@@ -49,6 +49,7 @@ class DrafterSpec(ModelSpec):
     ar_weight: float = 1.0  # weight of the clean stream's own next-token loss (every position as q_1)
     mdlm_weight: float = 0.0  # weight of the MDLM term: extra blocks with a random share t of masks, CE / t
     mdlm_windows_per_row: int = 2  # extra partly masked blocks per row when mdlm_weight > 0
+    streak_weight: float = 0.0  # weight of −E[streak] of the window blocks (data tokens as the trajectory)
     init_from: str = "ar_drafter"  # ar_drafter: start from the pocket AR drafter's weights (same shape) | scratch
 
 
