@@ -25,6 +25,7 @@ from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.loading import load_verifier
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.run import pick_device
+from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.pocket.world import ensure_pocket_world
 
 METHODS = [
@@ -120,10 +121,8 @@ def main() -> None:
     results = {"device": device, "sets": {}}
     for name in args.sets.split(","):
         cfg = compose("decode", [*args.overrides, f"data={name}", f"data.prompts.limit={args.prompts}"])
-        engine = engine_from_config(compose("decode", [*args.overrides, "decode=ar"]))
-        tok = engine.tokenizer
+        tok = load_tokenizer(instantiate(cfg.verifier).resolve())  # engine_rows loads the verifier itself
         prompts = [tok(p.text, add_special_tokens=False)["input_ids"] for p in load_prompts(instantiate(cfg.data.prompts))]
-        del engine
         hf = [] if args.no_hf else hf_rows(world.verifier, world.ar_drafter, prompts, args.max_new_tokens,
                                            tok.eos_token_id)
         rows = engine_rows([*args.overrides, f"data={name}"], args.method or METHODS, prompts, args.max_new_tokens)

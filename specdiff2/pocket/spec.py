@@ -125,6 +125,7 @@ class PocketWorld:
     @property
     def corpus(self) -> Path:
         return self.root / "corpus"
+
     def summary(self) -> dict:
         path = self.root / "world.json"
         return json.loads(path.read_text()) if path.exists() else {}
