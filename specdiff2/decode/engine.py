@@ -7,7 +7,7 @@ the stop conditions. One host sync per step: the committed tokens come back to c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,6 +24,7 @@ class Generation:
     token_ids: list[int]
     stop_reason: str  # "eos", "max_new_tokens" or "context"
     metrics: dict
+    steps: list[tuple[int, int]] = field(default_factory=list)  # (accepted drafts, committed) per verifier step
 
 
 class DecodeEngine:
@@ -67,7 +68,7 @@ class DecodeEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-        return Generation(out, stop, stats.summary(wall, timer.totals()))
+        return Generation(out, stop, stats.summary(wall, timer.totals()), stats.trace)
 
     def _step(self, seq, length, remaining, gen, timer):
         start = length - 1  # slot of the root: the last committed token

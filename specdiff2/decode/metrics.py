@@ -48,10 +48,12 @@ class DecodeStats:
         self.drafted = [0] * max_positions  # steps that drafted position j
         self.accepted = [0] * max_positions  # steps that accepted position j
         self.extra: dict[str, float] = defaultdict(float)
+        self.trace: list[tuple[int, int]] = []  # (accepted, committed) per step: where drafts fail
 
     def record(self, draft_depth: int, n_accepted: int, n_committed: int, info: dict) -> None:
         self.steps += 1
         self.new_tokens += n_committed
+        self.trace.append((n_accepted, n_committed))
         for j in range(min(draft_depth, len(self.drafted))):
             self.drafted[j] += 1
             self.accepted[j] += j < n_accepted
