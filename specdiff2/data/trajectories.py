@@ -9,6 +9,10 @@ Prompts are fixed by the seed and cut into shards of `prompts_per_shard`; shard 
 generator seeded from (seed, k), so any shard can be (re)made alone and a resumed run equals an uninterrupted
 one. A shard is written to a temp dir, renamed, then the manifest is replaced atomically: a killed run leaves
 at most debris that the next run deletes, never a half-listed shard.
+
+Several processes (torchrun, one per GPU) share one store: each takes every world-th pending shard, records
+what it finished in its own `progress-<rank>.json`, and rank 0 merges them into the manifest at the end. A
+resumed run (any process count) redoes only shards no file lists, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
 from specdiff2.data.prompts import PromptSource, load_prompts
 from specdiff2.data.trajectory_backends import make_backend
 from specdiff2.decode.ar_batch import TrajectoryLimits
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
-from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.models.tokenizer import encode_prompt, load_tokenizer
 
 MANIFEST = "manifest.json"
 SHARD_NAME = re.compile(r"shard-\d{5}(\.tmp)?")  # shard dirs and their temp dirs: all this module ever writes
@@ -135,15 +141,7 @@ def text_prompts(spec: GenerationSpec, tokenizer) -> PromptSet:
     prompts = load_prompts(spec.prompts)[: spec.num_prompts]
     out = PromptSet()
     for prompt in prompts:
-        if spec.chat_template:
-            require(getattr(tokenizer, "chat_template", None) is not None,
-                    "data.generation.chat_template=true but the verifier tokenizer has no chat template; "
-                    "set data.generation.chat_template=false")
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
-                                                add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        else:
-            ids = tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(tokenizer, prompt.text, spec.chat_template)  # the same encoding decode.py uses
         require(len(ids) > 0, f"prompt {prompt.id} tokenizes to nothing; remove it from the prompt set", DataError)
         out.ids.append(prompt.id)
         out.tokens.append(list(ids)[-spec.max_prompt_tokens:])
@@ -192,7 +190,7 @@ def _open_manifest(out: Path, fp: str, spec: GenerationSpec, num_shards: int, ke
         except OSError as err:
             raise DataError(f"cannot create the trajectory store {out} ({err.strerror or type(err).__name__}); "
                             f"pass {key}=A_WRITABLE_DIR") from None
-    listed = {s["name"] for s in manifest["shards"]}
+    listed = set(_done_shards(out, manifest))
     for entry in out.iterdir():  # debris of a killed run (only names this module writes): temp or unlisted shards
         ours = entry.is_dir() and SHARD_NAME.fullmatch(entry.name)
         if ours and (entry.suffix == ".tmp" or entry.name not in listed):
@@ -243,9 +241,20 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     num_shards = -(-len(prompts.ids) // spec.prompts_per_shard)
     fp = fingerprint(spec, verifier_dir, prompts)
     out = out / fp[:16] if keyed else out
-    manifest = _open_manifest(out, fp, spec, num_shards, "data.store_root" if keyed else "data.store_dir")
+    group = _Ranks.join()
+    key = "data.store_root" if keyed else "data.store_dir"
+    manifest = _open_manifest(out, fp, spec, num_shards, key) if group.rank == 0 else None
+    group.barrier()  # the store exists, is ours and is clean before any rank writes a shard
+    if manifest is None:
+        manifest = json.loads((out / MANIFEST).read_text())
+    done = _done_shards(out, manifest)
+    pending = [k for k in range(num_shards) if f"shard-{k:05d}" not in done]
+    progress = None
+    if group.world > 1:  # keep what an earlier (killed) run of this rank number listed
+        part = out / f"progress-{group.rank}.json"
+        progress = json.loads(part.read_text()) if part.is_file() else {"shards": []}
     backend = None
-    for k in range(len(manifest["shards"]), num_shards):
+    for k in pending[group.rank::group.world]:
         if backend is None:
             backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id)
         lo, hi = k * spec.prompts_per_shard, (k + 1) * spec.prompts_per_shard
@@ -256,15 +265,64 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
                      spec.topk_logprobs > 0)
         datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
         os.rename(tmp, out / name)
-        manifest["shards"].append({"name": name, "rows": len(samples)})
-        _write_json(out / MANIFEST, manifest)
-        log(f"[trajectories] shard {k + 1}/{num_shards}: {len(samples)} trajectories")
+        if progress is None:
+            manifest["shards"].append({"name": name, "rows": len(samples)})
+            _write_json(out / MANIFEST, manifest)
+        else:
+            progress["shards"].append({"name": name, "rows": len(samples)})
+            _write_json(out / f"progress-{group.rank}.json", progress)
+        log(f"[trajectories] shard {k + 1}/{num_shards}: {len(samples)} trajectories"
+            + (f" (rank {group.rank})" if group.world > 1 else ""))
         if on_shard_done is not None:
             on_shard_done(k)
-    if not manifest["complete"]:
-        manifest["complete"] = True
-        _write_json(out / MANIFEST, manifest)
+    group.barrier()
+    if group.rank == 0 and not manifest["complete"]:
+        _merge_progress(out, manifest)
+    group.barrier()  # nobody reads the store before rank 0 has listed every shard
     return out
+
+
+def _done_shards(out: Path, manifest: dict) -> dict[str, int]:
+    """Shard name -> rows of every shard the manifest or a rank's progress file lists."""
+    done = {s["name"]: s["rows"] for s in manifest["shards"]}
+    for part in sorted(out.glob("progress-*.json")):
+        done.update({s["name"]: s["rows"] for s in json.loads(part.read_text())["shards"]})
+    return done
+
+
+def _merge_progress(out: Path, manifest: dict) -> None:
+    done = _done_shards(out, manifest)
+    manifest["shards"] = [{"name": name, "rows": rows} for name, rows in sorted(done.items())]
+    require(len(done) == manifest["num_shards"], f"trajectory store {out} misses shards after generation; "
+            "rerun the same command to finish it", DataError)
+    manifest["complete"] = True
+    _write_json(out / MANIFEST, manifest)
+    for part in out.glob("progress-*.json"):
+        part.unlink()
+
+
+@dataclass
+class _Ranks:
+    """The torchrun process group for trajectory generation (gloo, host-side barriers only), or one process."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def join(cls) -> _Ranks:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available() and local < torch.cuda.device_count():
+            torch.cuda.set_device(local)  # the backend's device "cuda" is this rank's GPU
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
 
 
 def load_trajectories(store_dir: str | Path):

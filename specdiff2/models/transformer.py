@@ -111,6 +111,7 @@ class Attention(nn.Module):
         self.register_buffer("k_cache", None, persistent=False)
         self.register_buffer("v_cache", None, persistent=False)
         self.qkv_weight, self.qkv_bias = None, None  # set by `fuse()`
+        self.tp = None  # models/parallel.TensorParallel once sharded: heads above are then this rank's
 
     def forward(self, x, cos, sin, mask, cache_slots, kv_len: int | None = None):
         b, length, _ = x.shape
@@ -125,7 +126,8 @@ class Attention(nn.Module):
             if kv_len is not None:  # only the live (bucketed) part of the cache is read
                 k, v = k[:, :, :kv_len], v[:, :, :kv_len]  # (B, H_kv, S_live, D)
         out = gqa_attention(q, k, v, mask)  # (B, H, L, D)
-        return self.o_proj(out.transpose(1, 2).reshape(b, length, -1))
+        out = self.o_proj(out.transpose(1, 2).reshape(b, length, -1))  # (B, L, hidden), a partial sum under TP
+        return out if self.tp is None else self.tp.all_reduce(out)
 
     def _project(self, x):
         if self.qkv_weight is None:
@@ -155,12 +157,15 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
 
         self.gate_up_weight = None  # set by `fuse()`
+        self.tp = None  # models/parallel.TensorParallel once sharded
 
     def forward(self, x):
         if self.gate_up_weight is None:
-            return self.down_proj(KERNELS["silu_mul"](self.gate_proj(x), self.up_proj(x)))
-        gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)  # (B, L, I) each, one weight read
-        return self.down_proj(KERNELS["silu_mul"](gate, up))
+            out = self.down_proj(KERNELS["silu_mul"](self.gate_proj(x), self.up_proj(x)))
+        else:
+            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)  # (B, L, I) each, one weight read
+            out = self.down_proj(KERNELS["silu_mul"](gate, up))
+        return out if self.tp is None else self.tp.all_reduce(out)  # (B, L, hidden) summed over ranks
 
     def fuse(self) -> None:
         self.gate_up_weight, _ = _fuse_linears(self.gate_proj, self.up_proj)
@@ -222,6 +227,7 @@ class Transformer(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
+        self.tp = None  # models/parallel.TensorParallel when this is one rank's shard
         self.model = Backbone(args)
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         if args.tie_word_embeddings:
@@ -245,7 +251,8 @@ class Transformer(nn.Module):
             )
         weight = self.model.embed_tokens.weight
         dtype, device = dtype or weight.dtype, device or weight.device
-        shape = (max_batch, self.args.num_kv_heads, max_seq_len, self.args.head_dim)  # (B, H_kv, S_max, D)
+        kv_heads = self.model.layers[0].self_attn.num_kv_heads  # this rank's heads under tensor parallelism
+        shape = (max_batch, kv_heads, max_seq_len, self.args.head_dim)  # (B, H_kv, S_max, D)
         for layer in self.model.layers:
             layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
             layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
