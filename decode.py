@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from specdiff2.cli import one_line_errors, run_main
+from specdiff2.cli import DECODE_SETTINGS, check_settings, one_line_errors, run_main
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -15,6 +15,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(config_path=str(CONF_DIR), config_name="decode", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
+        check_settings({key: OmegaConf.select(cfg, key) for key in DECODE_SETTINGS}, DECODE_SETTINGS)
         from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate
 
@@ -41,4 +42,4 @@ def main(cfg: DictConfig) -> None:
         print_summary(summary, f"{cfg.decode.method} on {cfg.data.name} ({len(prompts)} prompts) → {out_dir}")
 
 if __name__ == "__main__":
-    run_main(main, CONF_DIR)
+    run_main(main, CONF_DIR, "decode")

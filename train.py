@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from specdiff2.cli import one_line_errors, run_main
+from specdiff2.cli import TRAIN_SETTINGS, check_settings, one_line_errors, run_main
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -21,6 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
+        check_settings({key: OmegaConf.select(cfg, key) for key in TRAIN_SETTINGS}, TRAIN_SETTINGS)
         from hydra.utils import instantiate
 
         from specdiff2.pocket.world import ensure_pocket_world
@@ -36,4 +37,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main, CONF_DIR)
+    run_main(main, CONF_DIR, "train")

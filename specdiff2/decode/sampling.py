@@ -11,6 +11,10 @@ from specdiff2.decode.acceptance import warp_probs
 from specdiff2.errors import ConfigError
 
 
+def _number(value, types=(int, float)) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 = greedy; top_k 0 and top_p 1 switch those filters off (see `acceptance.warp_probs`)."""
@@ -20,8 +24,10 @@ class SamplingParams:
     top_p: float = 1.0
 
     def __post_init__(self):
-        if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"bad sampling params {self}; need temperature >= 0, top_k >= 0, 0 < top_p <= 1")
+        typed = _number(self.temperature) and _number(self.top_p) and _number(self.top_k, int)
+        if not typed or self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"bad sampling params {self}; need numbers temperature >= 0, "
+                              "integer top_k >= 0, 0 < top_p <= 1")
 
     @property
     def greedy(self) -> bool:

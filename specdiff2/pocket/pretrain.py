@@ -137,11 +137,15 @@ class DenseDrafterObjective:
 
 
 class PretrainModule(L.LightningModule):
-    """Runs an objective; each validation round goes to `val_history`, a CSV row and one progress line."""
+    """Runs an objective; each validation round goes to `val_history`, a CSV row and one progress line.
+
+    Between validations a training line (step/total, loss, elapsed) goes to `progress` every `progress_every_s`
+    seconds, so a build on a loaded machine is never silent for long (the Lightning bar is off in stage logs).
+    """
 
     def __init__(self, model: torch.nn.Module, objective: Objective, lr: float, max_steps: int,
                  warmup_steps: int = 50, weight_decay: float = 0.1, seed: int = 0, csv_path: str | Path | None = None,
-                 progress: Callable[[str], None] | None = None, name: str = "model"):
+                 progress: Callable[[str], None] | None = None, name: str = "model", progress_every_s: float = 30.0):
         super().__init__()
         self.model = model
         self.objective = objective
@@ -152,13 +156,25 @@ class PretrainModule(L.LightningModule):
         self._val_sums: dict[str, float] = {}
         self._val_rows = 0
         self._t0 = time.perf_counter()
+        self.progress_every_s = progress_every_s
+        self._last_progress = self._t0
 
     def training_step(self, batch, batch_idx):
         loss, metrics = self.objective(self.model, batch[0], None)
         self.log("train/loss", loss, prog_bar=True)
         for k, v in metrics.items():
             self.log(f"train/{k}", v)
+        self._report_training(loss)
         return loss
+
+    def _report_training(self, loss: torch.Tensor) -> None:
+        now = time.perf_counter()
+        if self.progress is None or now - self._last_progress < self.progress_every_s:
+            return
+        self._last_progress = now
+        step = int(self.global_step) + 1  # this batch's optimizer step
+        self.progress(f"{self.name} step {step}/{self.max_steps} train/loss {float(loss.detach()):.3f}"
+                      f" ({now - self._t0:.0f} s)")
 
     def on_validation_epoch_start(self):
         self._val_sums, self._val_rows = {}, 0
