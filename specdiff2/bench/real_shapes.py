@@ -26,6 +26,10 @@ SHAPES = {  # config.json fields of the public checkpoints
                    num_kv_heads=4, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
     "qwen14b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=13824, num_layers=48, num_heads=40,
                     num_kv_heads=8, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
+    "qwen32b": dict(vocab_size=152064, hidden_size=5120, intermediate_size=27648, num_layers=64, num_heads=40,
+                    num_kv_heads=8, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
+    "qwen72b": dict(vocab_size=152064, hidden_size=8192, intermediate_size=29568, num_layers=80, num_heads=64,
+                    num_kv_heads=8, head_dim=128, qkv_bias=True, rope_theta=1e6, max_position_embeddings=32768),
     "pocket": dict(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_layers=12, num_heads=8,
                    num_kv_heads=2, head_dim=64, qkv_bias=True, max_position_embeddings=2048),
 }

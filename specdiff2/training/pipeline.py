@@ -28,6 +28,7 @@ from specdiff2.training.callbacks import ThroughputMonitor
 from specdiff2.training.checks import check_export, check_optimizer, check_trainer_settings
 from specdiff2.training.export import export_weights
 from specdiff2.training.summary import make_summary, print_training_summary
+from specdiff2.training.zero import gather_state_dict, unsharded_module, zero_stage
 
 
 @dataclass
@@ -125,6 +126,10 @@ def _throughput(trainer: L.Trainer) -> ThroughputMonitor | None:
     return next((cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)), None)
 
 
+def _numel(p) -> int:
+    return int(getattr(p, "ds_numel", p.numel()))  # ZeRO-3 leaves an empty local tensor and the full size here
+
+
 def run_distillation(job: DistillJob) -> dict:
     """The whole pipeline on built objects; returns the summary dict (also printed as tables on rank 0)."""
     verifier_dir, drafter_dir = resolve_checkpoints(job.verifier, job.drafter)
@@ -137,21 +142,29 @@ def run_distillation(job: DistillJob) -> dict:
     L.seed_everything(job.seed, verbose=False)
     datamodule = job.datamodule(store_dir=str(store), mask_token_id=drafter.mask_token_id,
                                 shifted=drafter.shifted, prefix_attention=drafter.prefix_attention)
-    module = job.module(drafter_path=str(drafter_dir), dtype=job.drafter.dtype, shifted=drafter.shifted,
-                        mask_token_id=drafter.mask_token_id, verifier_path=str(verifier_dir))
+    def new_module():
+        return job.module(drafter_path=str(drafter_dir), dtype=job.drafter.dtype, shifted=drafter.shifted,
+                          mask_token_id=drafter.mask_token_id, verifier_path=str(verifier_dir))
+
+    module = new_module()
     trainer = build_trainer(job)
     t0 = time.perf_counter()
-    if job.resume is None:
+    # DeepSpeed would wrap the module once for validate and again for fit; step-0 validation is skipped there.
+    if job.resume is None and not zero_stage(trainer):
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the unaligned drafter: step 0
     if trainer.max_steps != 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume)
     train_s = time.perf_counter() - t0
-    params = (sum(p.numel() for p in module.drafter.parameters()),
-              sum(p.numel() for _, p in module.trainable_parameters()) if trainer.max_steps else 0)
-    exported = {}
+    params = (sum(_numel(p) for p in module.drafter.parameters()),
+              sum(_numel(p) for _, p in module.trainable_parameters()) if trainer.max_steps else 0)
+    exported, export_module = {}, module
+    if zero_stage(trainer) == 3 and trainer.max_steps != 0:  # sharded weights: gather them (every rank) first
+        state = gather_state_dict(trainer)
+        if trainer.is_global_zero:
+            export_module = unsharded_module(new_module, state)
     if trainer.is_global_zero:
         best = getattr(trainer.checkpoint_callback, "best_model_path", None)
-        exported = export_weights(module, job.export, best, drafter_dir, job.output_dir)
+        exported = export_weights(export_module, job.export, best, drafter_dir, job.output_dir)
     run = {"store": store, "gen_s": gen_s, "train_s": train_s, "params": params}
     summary = make_summary(run, datamodule, module, trainer, _throughput(trainer), exported)
     if trainer.is_global_zero:
