@@ -215,7 +215,7 @@ def test_drafter_only_ids_are_never_proposed(world):
     strategy = SpecDiffStrategy(load_diffusion_drafter(ref(w, "drafter"), ctx_of(world)), gamma=6)
     eng = engine(world, strategy)
     prop = strategy.drafter.proposable
-    assert not prop[tok.mask_token_id] and not prop[tok.pad_token_id]
+    assert not prop[tok.mask_token_id] and prop[tok.pad_token_id]  # pad is a verifier token too: proposable
     assert prop.shape[0] > len(tok) and not prop[len(tok):].any()  # embedding rows beyond the tokenizer
     seq = torch.tensor(prompts(tok, 1)[0] + [0] * 32)
     draft = strategy.draft(seq, len(prompts(tok, 1)[0]), 6, SamplingParams(1.0), torch.Generator().manual_seed(0))
@@ -255,7 +255,8 @@ def _tiny_overrides(w) -> list[str]:
 def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_reference, method, tmp_path):
     """conf/decode/<method> + conf/acceptance: the factory builds the models, the strategy receives them."""
     w = world[0]
-    extra = [f"decode.models.proxy.source={w.tokens}", f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
+    extra = ["decode/proxy@decode.models.proxy=ngram", f"decode.models.proxy.source={w.tokens}",
+             f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
              "decode.strategy.k=4", "decode.strategy.k_min=2", "decode.strategy.k_max=6"] if method == "diffuspec" else []
     cfg = compose("decode", [f"decode={method}", *_tiny_overrides(w), *extra])
     eng = engine_from_config(cfg)

@@ -22,6 +22,7 @@ FILES = {
 class Prompt:
     id: str
     text: str
+    chat: bool = False  # encode as one user turn in the verifier's chat template (models.tokenizer.encode_prompt)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class PromptSource:
     packages: list[str] | None = None  # heldout: the packages held out of the corpus
     roots: list[str] | None = None  # heldout: where they are installed (None: this interpreter's)
     max_prompt_chars: int = 1200  # heldout: longer signature + docstring prompts are skipped
+    chat_template: bool = False  # data.chat_template: Instruct verifiers see each prompt as a chat user turn
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -67,7 +69,7 @@ def _text_of(row: dict, path: Path, n: int) -> str:
 
 def _select(prompts: list[Prompt], source: PromptSource, where) -> list[Prompt]:
     end = None if source.limit is None else source.offset + source.limit
-    prompts = prompts[source.offset:end]
+    prompts = [Prompt(p.id, p.text, source.chat_template) for p in prompts[source.offset:end]]
     if not prompts:
         raise DataError(f"no prompts selected from {where} (offset {source.offset}, limit {source.limit}, "
                         f"category {source.category}); widen the selection")

@@ -17,6 +17,7 @@ from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.base import DraftStrategy, EngineContext
 from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
+from specdiff2.models.tokenizer import stop_ids
 
 
 @dataclass
@@ -34,7 +35,7 @@ class DecodeEngine:
         self.rule = rule  # built and checked against the temperature by conf/acceptance (decode/rules.py)
         self.device = verifier.device
         self.seed, self.max_positions = seed, max_positions
-        self.eos_ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        self.eos_ids = stop_ids(tokenizer)  # EOS + generation_config.json's (Qwen2.5-Instruct: <|im_end|>, <|endoftext|>)
         strategy.prepare(EngineContext(tokenizer, verifier.vocab_rows, self.device, verifier.max_seq_len))
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None = None) -> Generation:

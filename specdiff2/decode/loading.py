@@ -11,11 +11,13 @@ import torch
 from specdiff2.decode.diffuspec.proxies import ARProxy
 from specdiff2.decode.strategies.base import EngineContext
 from specdiff2.decode.verifier import Verifier
-from specdiff2.errors import CheckpointError, ConfigError
+from specdiff2.errors import ConfigError
+from specdiff2.models.archs import arch_for
 from specdiff2.models.checkpoint import load_transformer
-from specdiff2.models.diffusion import prefix_attention
+from specdiff2.models.diffusion import prefix_attention, resolve_mask_token_id
 from specdiff2.models.drafters import ARDrafter, DiffusionDrafter
 from specdiff2.models.dtypes import torch_dtype
+from specdiff2.models.parallel import init_tensor_parallel, load_sharded_transformer
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.runner import resolve_execution
 from specdiff2.models.tokenizer import load_tokenizer
@@ -31,7 +33,11 @@ def load_verifier(ref: CheckpointRef, device: torch.device, max_seq_len: int, co
     compiled block on CUDA, eager on CPU. The drafters follow the verifier (`engine_context`).
     """
     path = ref.resolve()
-    model, _ = load_transformer(path, dtype=torch_dtype(ref.dtype), device=device)
+    tp = init_tensor_parallel(torch.device(device).type)  # launched by torchrun: this rank's shard only
+    if tp is None:
+        model, _ = load_transformer(path, dtype=torch_dtype(ref.dtype), device=device)
+    else:
+        model, _ = load_sharded_transformer(path, tp, torch_dtype(ref.dtype), torch.device(device))
     mode, kernels = resolve_execution(compile, kernels, device)
     return Verifier(model, max_seq_len, mode, kernels), load_tokenizer(path)
 
@@ -43,35 +49,31 @@ def engine_context(verifier: Verifier, tokenizer) -> EngineContext:
 
 
 def load_drafter_model(ref: CheckpointRef, ctx: EngineContext,
-                       diffusion: bool) -> tuple[Transformer, dict, torch.Tensor, object]:
-    """A drafter checkpoint: (model, config.json dict, proposable ids (V_verifier,) bool, tokenizer)."""
+                       diffusion: bool) -> tuple[Transformer, dict, torch.Tensor, int | None]:
+    """A drafter checkpoint: (model, config.json dict, proposable ids (V_verifier,) bool, mask id (diffusion))."""
     path = ref.resolve()
     model, config = load_transformer(path, dtype=torch_dtype(ref.dtype), device=ctx.device)
-    tokenizer = load_tokenizer(path, require_mask=diffusion and ref.mask_token_id is None)
+    tokenizer = load_tokenizer(path)
+    mask_id = resolve_mask_token_id(ref.mask_token_id, config, tokenizer, model.args.vocab_size,
+                                    str(path)) if diffusion else None
     proposable = proposable_ids(ctx.verifier_tokenizer, tokenizer, ctx.verifier_rows, model.args.vocab_size,
-                                ctx.device)
+                                ctx.device, mask_id)
     if model.args.max_position_embeddings < ctx.max_seq_len:
         raise ConfigError(f"drafter context {model.args.max_position_embeddings} < max_seq_len "
                           f"{ctx.max_seq_len}; lower max_seq_len")
-    return model, config, proposable, tokenizer
-
-
-def mask_token_id(ref: CheckpointRef, config: dict, tokenizer) -> int:
-    for candidate in (ref.mask_token_id, config.get("mask_token_id"), tokenizer.mask_token_id):
-        if candidate is not None:
-            return int(candidate)
-    raise CheckpointError(f"drafter {ref.path} defines no mask token; set drafter.mask_token_id")
+    return model, config, proposable, mask_id
 
 
 def load_diffusion_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = "auto") -> DiffusionDrafter:
-    """The masked-diffusion drafter of `ref`, mapped to the verifier vocabulary (shifted head by default).
+    """The masked-diffusion drafter of `ref`, mapped to the verifier vocabulary (logit shift: drafter.logit_shift,
+    else the family's: Dream/DiffuCoder shifted, LLaDA not).
 
     cache: exact (recompute the prefix every pass) | prefix | auto; see `DiffusionDrafter`. Prefix attention
     (causal | bidirectional) is a property of the checkpoint, read from its config.json.
     """
-    model, config, proposable, tokenizer = load_drafter_model(ref, ctx, diffusion=True)
-    shift = ref.logit_shift if ref.logit_shift is not None else True
-    return DiffusionDrafter(model, mask_token_id(ref, config, tokenizer), shift, proposable, ctx.max_seq_len, cache,
+    model, config, proposable, mask_id = load_drafter_model(ref, ctx, diffusion=True)
+    shift = ref.logit_shift if ref.logit_shift is not None else arch_for(config).logit_shift
+    return DiffusionDrafter(model, mask_id, shift, proposable, ctx.max_seq_len, cache,
                             prefix_attention(config), ctx.compile, ctx.kernels)
 
 

@@ -10,6 +10,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from specdiff2.errors import CheckpointError
+from specdiff2.models.archs import arch_for
 from specdiff2.models.transformer import ModelArgs, Transformer
 
 _CONVERT_HINT = (
@@ -25,7 +26,7 @@ def load_transformer(
     root = _checkpoint_dir(path)
     config = read_config(root)
     args = ModelArgs.from_hf_config(config)
-    state = _read_weights(root, dtype, device)
+    state = _read_weights(root, dtype, device, arch_for(config).tensor_name)
     check_finite(state.items(), root)
     if args.tie_word_embeddings and "model.embed_tokens.weight" in state:
         # Tied checkpoints omit lm_head.weight; it is the embedding matrix.
@@ -95,7 +96,8 @@ def _weight_files(root: Path) -> list[Path]:
     )
 
 
-def _read_weights(root: Path, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
+def _read_weights(root: Path, dtype: torch.dtype, device, rename=lambda key: key) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint under its Transformer name (`rename`: the family's name map)."""
     state = {}
     for file in _weight_files(root):
         try:
@@ -103,7 +105,9 @@ def _read_weights(root: Path, dtype: torch.dtype, device) -> dict[str, torch.Ten
                 for key in handle.keys():
                     if key.endswith("rotary_emb.inv_freq"):
                         continue  # old checkpoints stored it; we recompute it
-                    state[key] = handle.get_tensor(key).to(device=device, dtype=dtype)
+                    name = rename(key)
+                    if name is not None:
+                        state[name] = handle.get_tensor(key).to(device=device, dtype=dtype)
         except SafetensorError as err:  # empty, truncated or not safetensors at all
             raise CheckpointError(f"{file} is not a readable safetensors file ({err}); "
                                   "re-download or re-export the checkpoint") from None

@@ -41,3 +41,28 @@ def prefix_attention(config: dict) -> str:
     if value not in PREFIX_ATTENTION:
         raise CheckpointError(f"config.json prefix_attention={value!r} is unknown; use one of {PREFIX_ATTENTION}")
     return value
+
+
+def resolve_mask_token_id(configured: int | None, config: dict, tokenizer, rows: int, where: str) -> int:
+    """The drafter's mask id: `configured` (drafter.mask_token_id), else config.json's, else the tokenizer's;
+    checked against the checkpoint (one line when it is outside the embedding table or contradicts the files)."""
+    declared = {"config.json mask_token_id": config.get("mask_token_id"),
+                "tokenizer mask_token": getattr(tokenizer, "mask_token_id", None)}
+    mask_id = next((c for c in (configured, *declared.values()) if c is not None), None)
+    if mask_id is None:
+        raise CheckpointError(f"drafter {where} defines no mask token (no mask_token_id in config.json, no "
+                              "mask_token in its tokenizer); set drafter.mask_token_id=ID")
+    mask_id = int(mask_id)
+    if not 0 <= mask_id < rows:
+        raise CheckpointError(f"drafter.mask_token_id={mask_id} is outside the drafter's embedding table of {rows} "
+                              f"rows ({where}); use the checkpoint's own mask id ({_declared(declared)})")
+    for source, value in declared.items():
+        if value is not None and int(value) != mask_id:
+            raise CheckpointError(f"drafter.mask_token_id={mask_id} contradicts the {source} {value} of {where}; "
+                                  f"set drafter.mask_token_id={value} (or null to read it from the checkpoint)")
+    return mask_id
+
+
+def _declared(declared: dict) -> str:
+    found = [f"{k} {v}" for k, v in declared.items() if v is not None]
+    return ", ".join(found) or "none declared"

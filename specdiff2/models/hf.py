@@ -19,6 +19,7 @@ import torch
 
 from specdiff2.errors import CheckpointError
 from specdiff2.models.checkpoint import check_finite, read_config
+from specdiff2.models.tokenizer import copy_tokenizer_files
 from specdiff2.models.transformer import ModelArgs
 
 # config.json fields Qwen2Config understands; Dream-only fields (mask_token_id, auto_map, ...) stay behind.
@@ -72,7 +73,9 @@ def save_hf_drafter(model, out_dir: str | Path, tokenizer=None, source_config: d
     """Write `model` (a plain Qwen2ForCausalLM: merge LoRA first) as a checkpoint in the source layout.
 
     config.json is `source_config` (model_type "Dream", mask_token_id, auto_map, ... preserved) with only the
-    dtype updated; with `source_dir`, its remote-code *.py files are copied too so hub loaders still work.
+    dtype updated; with `source_dir`, its tokenizer files are copied as downloaded (one TokenizerError line when it
+    has none: an export without them cannot be decoded) and its remote-code *.py files too, so hub loaders still work.
+    `tokenizer` (saved with save_pretrained) is for sources without a directory.
     """
     out = Path(out_dir)
     check_finite(model.named_parameters(), f"the drafter to write to {out}")  # never export a diverged model
@@ -88,8 +91,9 @@ def save_hf_drafter(model, out_dir: str | Path, tokenizer=None, source_config: d
         tmp.write_text(json.dumps(config, indent=2))
         os.replace(tmp, out / "config.json")
     if source_dir is not None:
+        copy_tokenizer_files(source_dir, out)
         for file in Path(source_dir).glob("*.py"):
             shutil.copy2(file, out / file.name)
-    if tokenizer is not None:
+    elif tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return out

@@ -53,22 +53,11 @@ def load_checkpoint_weights(module, path: str | Path) -> None:
     module.load_state_dict(state, strict=module.strict_loading)
 
 
-def _tokenizer(drafter_dir: Path):
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()  # AutoTokenizer reads the Dream config.json and warns about its type
-    try:
-        return AutoTokenizer.from_pretrained(str(drafter_dir))
-    except (OSError, ValueError):
-        return None
-
-
 def export_weights(module, export: str, best_path: str | None, drafter_dir: Path, out_dir: Path) -> dict:
     """Export the `export` weights ("best" checkpoint file, else the last in-memory ones) to out_dir/export."""
     chosen = "last"
     if check_export(export) == "best" and best_path and Path(best_path).is_file():  # DeepSpeed: dirs, export last
         load_checkpoint_weights(module, best_path)
         chosen = f"best ({Path(best_path).name})"
-    paths = export_drafter(module, out_dir / "export", drafter_dir, _tokenizer(drafter_dir))
+    paths = export_drafter(module, out_dir / "export", drafter_dir)  # tokenizer files copied from drafter_dir
     return {"weights": chosen, **{k: str(v) for k, v in paths.items()}}

@@ -20,9 +20,11 @@ class Lattice:
     valid: torch.Tensor  # (L, M) bool: inside the position's τ set (rank 0 always)
 
 
-def first_eos(logits: torch.Tensor, eos_id: int) -> int | None:
-    """0-based index of the first position (logits (k, V)) whose top token is EOS, or None. One host sync."""
-    hit = logits.argmax(-1) == eos_id  # (k,)
+def first_eos(logits: torch.Tensor, eos_id: int | torch.Tensor) -> int | None:
+    """0-based index of the first position (logits (k, V)) whose top token is an EOS id (one id, or a tensor of the
+    verifier's stop ids), or None. One host sync."""
+    eos = torch.as_tensor(eos_id, device=logits.device).flatten()  # (E,)
+    hit = torch.isin(logits.argmax(-1), eos)  # (k,)
     index = int(torch.where(hit.any(), hit.int().argmax(), -1))  # argmax returns the first maximal index
     return None if index < 0 else index
 

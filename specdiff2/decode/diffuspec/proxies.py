@@ -188,3 +188,49 @@ class KenLMProxy:
             state = self._state(self.prefix + row)
             out.append([self.lm.BaseScore(state, self._word(c), self.kenlm.State()) for c in self.cands[i]])
         return torch.tensor(out, device=self.device) * math.log(10)  # log10 → natural log
+
+
+class ContextNGramProxy:
+    """An n-gram counted from the sequence being decoded (prompt + verifier-committed tokens), rebuilt per draft.
+
+    Needs no corpus and no extra model, so it works with any checkpoint pair (the default for real checkpoints):
+    it favours paths that repeat the prompt's and the output's own n-grams (identifiers, code idioms), like
+    prompt-lookup decoding. Counting happens on the host, a few hundred to a few thousand tokens per draft.
+    The order shrinks to fit a short context; with one committed token every candidate scores the same.
+    """
+
+    name = "context_ngram"
+
+    def __init__(self, order: int = 3):
+        require(order >= 1, f"context n-gram order={order} must be >= 1; use 3", ConfigError)
+        self.order = order
+
+    def prepare(self, ctx, beam: int) -> None:
+        self.vocab, self.device = ctx.verifier_rows, ctx.device
+
+    def reset(self) -> None:
+        pass
+
+    def begin(self, seq: torch.Tensor, length: int, cand_ids: torch.Tensor) -> None:
+        order = min(self.order, length - 1)
+        self.inner, self.width = None, cand_ids.shape[1]
+        if order >= 1:
+            model = NGramModel.build(seq[:length], order, self.vocab).to(self.device)
+            self.inner = NGramProxy(model)
+            self.inner.begin(seq, length, cand_ids)
+
+    def logprobs(self, i: int, beam_idx: torch.Tensor, beam_tokens: torch.Tensor) -> torch.Tensor:
+        if self.inner is None:
+            return torch.zeros(beam_idx.shape[0], self.width, device=self.device)  # (W, M) no information
+        return self.inner.logprobs(i, beam_idx, beam_tokens)
+
+
+def context_ngram_proxy(ctx, order: int = 3) -> ContextNGramProxy:
+    """Loader form (called with the engine context like every `decode.models` entry)."""
+    return ContextNGramProxy(order)
+
+
+def pick_proxy(ctx, use_corpus: bool, corpus, context):
+    """`corpus(ctx=ctx)` (the pocket corpus n-gram: pocket models share that corpus) when use_corpus, else
+    `context(ctx=ctx)`; both are loaders built by Hydra, only the chosen one runs."""
+    return (corpus if use_corpus else context)(ctx=ctx)

@@ -46,6 +46,7 @@ from specdiff2.decode.draft import Draft
 from specdiff2.decode.strategies.base import EngineContext, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
+from specdiff2.models.tokenizer import stop_ids
 
 CPS_SAMPLING = ("sample", "point_mass")
 
@@ -94,7 +95,8 @@ class DiffuSpecStrategy:
 
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
-        self.eos_id = ctx.verifier_tokenizer.eos_token_id
+        stops = sorted(stop_ids(ctx.verifier_tokenizer))  # EOS + generation_config.json's (<|im_end|>, ...)
+        self.eos_id = torch.tensor(stops, dtype=torch.long, device=ctx.device) if stops else None  # (E,)
         if (self.cps or self.adl) and self.eos_id is None:
             raise ConfigError("diffuspec's lattice end and ADL need the verifier tokenizer's EOS token; set eos_token "
                               "or use decode.strategy.cps=false decode.strategy.adl=false")
