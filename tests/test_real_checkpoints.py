@@ -298,3 +298,25 @@ def test_every_method_equals_verifier_greedy(layouts, greedy, pair, method):
     eng = engine_from_config(compose("decode", _overrides(layouts, pair, method)), verifier, tok)
     for text, ids in list(reference.items())[:2]:
         assert eng.generate(encode_prompt(tok, text), 16).token_ids == ids
+
+
+def test_data_chat_template_applies_at_decode_time(layouts, greedy, tmp_path):
+    """decode.py's path: data.chat_template=true -> each prompt is a user turn in the verifier's chat template."""
+    from hydra.utils import instantiate
+
+    from specdiff2.data.prompts import load_prompts
+    from specdiff2.decode.run import run_prompts
+
+    file = tmp_path / "p.jsonl"
+    file.write_text(json.dumps({"prompt": TEXTS[0]}) + "\n")
+    verifier, tok, _ = greedy["qwen7b"]
+    overrides = _overrides(layouts, "qwen+dream", "ar") + ["data=jsonl", f"data.prompts.path={file}"]
+    for chat in (False, True):
+        cfg = compose("decode", [*overrides, f"data.chat_template={str(chat).lower()}"])
+        prompts = load_prompts(instantiate(cfg.data.prompts))
+        assert [p.chat for p in prompts] == [chat]
+        eng = engine_from_config(cfg, verifier, tok)
+        run_prompts(eng, prompts, 8, tmp_path / str(chat), "ar", warmup=False)
+        row = json.loads((tmp_path / str(chat) / "generations.jsonl").read_text())
+        assert row["token_ids"] == eng.generate(encode_prompt(tok, TEXTS[0], chat), 8).token_ids
+    assert cfg.data.generation.chat_template  # the same switch encodes trajectory prompts
