@@ -20,13 +20,16 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
-from specdiff2.errors import CheckpointError
+from specdiff2.errors import CheckpointError, ConfigError, TokenizerError, require
 from specdiff2.models.checkpoint import read_config
 from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.refs import CheckpointRef
+from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.models.vocab import proposable_ids
 from specdiff2.training.callbacks import ThroughputMonitor
 from specdiff2.training.checks import check_export, check_optimizer, check_trainer_settings
 from specdiff2.training.export import export_weights
+from specdiff2.training.resume import checkpoint_step, resume_path
 from specdiff2.training.summary import make_summary, print_training_summary
 from specdiff2.training.zero import gather_state_dict, unsharded_module, zero_stage
 
@@ -43,6 +46,8 @@ class TrajectorySource:
     def generate(self, verifier_dir: Path) -> Path:
         """Sample (or reuse, or finish) the store; returns its directory."""
         gen = self.generation
+        if gen.source == "corpus":
+            check_corpus_tokenizer(self.tokens_dir, verifier_dir)
         return generate_trajectories(gen, verifier_dir, self.store_dir or self.store_root,
                                      tokens_dir=self.tokens_dir if gen.source == "corpus" else None,
                                      keyed=self.store_dir is None)
@@ -70,6 +75,36 @@ class DistillJob:
         module_settings = getattr(self.module, "keywords", {})
         check_optimizer(module_settings.get("optimizer"), module_settings.get("scheduler"))
         self.resume = resume_path(self.resume)
+        if self.resume is not None:
+            checkpoint_step(self.resume)  # a file that is not a Lightning checkpoint: one line now
+
+
+def check_corpus_tokenizer(tokens_dir: str | Path | None, verifier_dir: Path) -> None:
+    """Corpus prompts are token ids of the pocket tokenizer (kept beside the token dataset, pocket/<name>/
+    tokenizer): refuse them for a verifier that reads ids with another tokenizer (garbage prompts, or an
+    IndexError for a smaller vocabulary)."""
+    pocket_tokenizer = Path(tokens_dir).parent / "tokenizer" if tokens_dir else None
+    if pocket_tokenizer is None or not pocket_tokenizer.is_dir():
+        return  # a token dataset without its tokenizer: nothing to compare (trajectories.py reports absence)
+    if load_tokenizer(pocket_tokenizer).get_vocab() != load_tokenizer(verifier_dir).get_vocab():
+        raise ConfigError(f"data.generation.source=corpus prompts are ids of the pocket tokenizer, but the verifier "
+                          f"at {verifier_dir} has another tokenizer; use text prompts tokenised by the verifier: "
+                          "data.generation.source=prompts")
+
+
+def check_vocabularies(verifier_dir: Path, drafter_dir: Path) -> None:
+    """The drafter learns verifier token ids: refuse, in one line, a drafter whose tokenizer maps any verifier id to
+    another token or lacks it (the check decode runs, models.vocab.proposable_ids, plus full coverage), or whose
+    embedding table is too small for the verifier's ids."""
+    verifier_tok, drafter_tok = load_tokenizer(verifier_dir), load_tokenizer(drafter_dir)
+    rows = int(read_config(drafter_dir).get("vocab_size") or len(drafter_tok))
+    proposable_ids(verifier_tok, drafter_tok, len(verifier_tok), rows)  # disagreeing ids: TokenizerError
+    verifier_ids = set(verifier_tok.get_vocab().values())
+    missing = sorted(verifier_ids - set(drafter_tok.get_vocab().values()))
+    require(not missing, f"drafter tokenizer at {drafter_dir} lacks {len(missing)} verifier ids (first: "
+            f"{missing[:3]}); pair a drafter that shares the verifier's tokenizer", TokenizerError)
+    require(max(verifier_ids) < rows, f"drafter embedding table has {rows} rows but the verifier uses ids up to "
+            f"{max(verifier_ids)}; pair a drafter that shares the verifier's tokenizer", TokenizerError)
 
 
 def resolve_checkpoints(*refs: CheckpointRef) -> list[Path]:
@@ -103,17 +138,6 @@ def drafter_conventions(ref: CheckpointRef, drafter_dir: Path) -> DrafterConvent
     return DrafterConventions(int(mask_id), bool(ref.logit_shift), prefix_attention(config))
 
 
-def resume_path(resume: str | Path | None) -> str | None:
-    if resume is None:
-        return None
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}; pass resume=FILE.ckpt or a run dir with checkpoints/")
-    return str(path)
-
-
 def build_trainer(job: DistillJob) -> L.Trainer:
     loggers = [lg for lg in job.loggers.values() if lg is not None]
     callbacks = [cb for cb in job.callbacks.values() if cb is not None]
@@ -133,6 +157,7 @@ def _numel(p) -> int:
 def run_distillation(job: DistillJob) -> dict:
     """The whole pipeline on built objects; returns the summary dict (also printed as tables on rank 0)."""
     verifier_dir, drafter_dir = resolve_checkpoints(job.verifier, job.drafter)
+    check_vocabularies(verifier_dir, drafter_dir)
     drafter = drafter_conventions(job.drafter, drafter_dir)
 
     t0 = time.perf_counter()
