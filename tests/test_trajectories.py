@@ -240,6 +240,7 @@ def _torchrun(script: str, nproc: int, tmp_path, tag: str) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow  # two torchrun launches of 2-3 processes: ~40 s alone on 2 cores
 def test_sharded_generation_killed_rank_resumes_without_duplicates(micro_world, tmp_path):
     """Two torchrun processes share one store; one is SIGKILLed mid-run; a resumed run with three processes
     finishes it, and the merged set equals a one-process run with the same seed (no duplicate, none missing)."""

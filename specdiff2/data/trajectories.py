@@ -307,22 +307,24 @@ class _Ranks:
 
     rank: int = 0
     world: int = 1
+    group: object = None  # a gloo group: barriers are host-side whatever backend training uses
 
     @classmethod
     def join(cls) -> _Ranks:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available() and local < torch.cuda.device_count():
+        cuda = torch.cuda.is_available() and local < torch.cuda.device_count()
+        if cuda:
             torch.cuda.set_device(local)  # the backend's device "cuda" is this rank's GPU
-        return cls(dist.get_rank(), dist.get_world_size())
+        if not dist.is_initialized():  # the group training (Lightning, DeepSpeed) reuses: NCCL for CUDA tensors
+            dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), dist.new_group(backend="gloo"))
 
     def barrier(self) -> None:
         if self.world > 1:
-            dist.barrier()
+            dist.barrier(group=self.group)
 
 
 def load_trajectories(store_dir: str | Path):
