@@ -114,5 +114,6 @@ def build_tiny_world(root: Path) -> TinyWorld:
     _dream(paths["drafter"], mask_token_id=mask)
     _dream(paths["causal_drafter"], mask_token_id=mask, prefix_attention="causal")
     ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
-    DatasetDict({"train": Dataset.from_dict({"input_ids": ids})}).save_to_disk(str(root / "tokens"))
+    sha = [f"{i:016x}" for i in range(len(ids))]  # the pocket token dataset's file ids (corpus prompts name them)
+    DatasetDict({"train": Dataset.from_dict({"input_ids": ids, "sha": sha})}).save_to_disk(str(root / "tokens"))
     return TinyWorld(root, tokens=root / "tokens", **paths)

@@ -14,13 +14,14 @@ TR="python3 -m torch.distributed.run --standalone --nproc-per-node"
 mkdir -p "$OUT"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has tp; then
-  python3 -m specdiff2.bench.tp_verify --shape qwen14b --out "$OUT" --kinds graph,graph+block-compiled
-  $TR "$N" -m specdiff2.bench.tp_verify --shape qwen14b --shape qwen32b --out "$OUT" --kinds eager,graph,graph+block-compiled
+  TP1=${TP1_SHAPES:-qwen14b}; TPN=${TPN_SHAPES:-"qwen14b qwen32b"}
+  python3 -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TP1) --out "$OUT" --kinds graph,graph+block-compiled
+  $TR "$N" -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TPN) --out "$OUT" --kinds eager,graph,graph+block-compiled
 fi
 if has decode; then
   COMMON="verifier.path=$WORLD/verifier verifier.pocket=false drafter.path=$WORLD/drafter drafter.pocket=false
     ar_drafter.path=$WORLD/ar_drafter ar_drafter.pocket=false data=humaneval data.prompts.limit=4 max_new_tokens=96
-    paths.data_dir=$DATA verifier.dtype=bfloat16 drafter.dtype=bfloat16 ar_drafter.dtype=bfloat16"
+    paths.data_dir=$DATA verifier.dtype=bfloat16 drafter.dtype=bfloat16 ar_drafter.dtype=bfloat16 max_seq_len=${MAX_SEQ_LEN:-1024}"
   for m in ar sd_ar specdiff; do
     python3 decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp1_$m" 2>&1 | tail -3
     $TR "$N" decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp${N}_$m" 2>&1 | tail -3
@@ -48,8 +49,9 @@ if has traj; then
   python3 -m specdiff2.bench.sharded_trajectories compare --store /tmp/traj_sharded --reference /tmp/traj_ref
 fi
 if has zero; then
-  D7=/tmp/dream7b
-  [ -f $D7/config.json ] || python3 -m specdiff2.bench.zero_distill write-drafter --like "$WORLD/verifier" --out $D7
+  D7=/tmp/drafter_${DRAFTER_SHAPE:-qwen7b}
+  [ -f $D7/config.json ] || python3 -m specdiff2.bench.zero_distill write-drafter --like "$WORLD/verifier" --out $D7 \
+    --shape "${DRAFTER_SHAPE:-qwen7b}"
   Z="drafter.path=$D7 drafter.pocket=false drafter.dtype=bfloat16 drafter.logit_shift=true
      verifier.path=$WORLD/verifier verifier.pocket=false verifier.dtype=bfloat16 data.tokens_dir=$WORLD/tokens
      data.generation.dtype=bfloat16 paths.cache_dir=/tmp/zero_cache trainer.max_steps=${ZERO_STEPS:-12}
