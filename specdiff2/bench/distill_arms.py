@@ -32,10 +32,10 @@ from specdiff2.pocket.world import ensure_pocket_world
 from specdiff2.training.pipeline import run_distillation
 
 
-def train_arm(experiment: str, overrides: list[str], run_dir: Path) -> dict:
-    """One arm, wired as train.py wires it (the job, then the pocket world when a ref needs it)."""
-    cfg = compose("train", [f"experiment={experiment}", f"paths.output_dir={run_dir}", "logger=csv",
-                            "progress_bar=false", *overrides])
+def train_arm(overrides: list[str]) -> dict:
+    """One arm, wired as train.py wires it (the job, then the pocket world when a ref needs it). `overrides`
+    name the experiment and paths.output_dir (bench/reproduce.py builds them from conf/reproduce.yaml)."""
+    cfg = compose("train", ["logger=csv", "progress_bar=false", *overrides])
     t0 = time.perf_counter()
     job = instantiate(cfg.job)
     if job.verifier.pocket or job.drafter.pocket:
@@ -78,17 +78,17 @@ def main() -> None:
     out = Path(args.out)
     runs, drafters = {}, {}
     for arm in args.arms.split(","):
-        summary = train_arm(args.prefix + arm, [*args.overrides, *args.train_overrides], out / arm)
+        summary = train_arm([f"experiment={args.prefix + arm}", f"paths.output_dir={out / arm}", *args.overrides,
+                             *args.train_overrides])
         runs[arm] = summary
         drafters[arm] = summary["sections"]["export"]["drafter"]
         print(json.dumps({"arm": arm, "wall_s": summary["wall_s"],
                           "train": summary["sections"]["training"]}, default=str), flush=True)
     packing = {}
     for mode in ("exact", "none") if args.packing_steps else ():
-        s = train_arm(args.prefix + "distill_streak", [*args.overrides, *args.train_overrides,
-                                                        f"data.windows.packing={mode}",
-                                                        f"trainer.max_steps={args.packing_steps}"],
-                      out / f"packing_{mode}")
+        s = train_arm([f"experiment={args.prefix}distill_streak", f"paths.output_dir={out / f'packing_{mode}'}",
+                       *args.overrides, *args.train_overrides, f"data.windows.packing={mode}",
+                       f"trainer.max_steps={args.packing_steps}"])
         packing[mode] = s["sections"]["training"]
     decode_over = [o for o in args.overrides if not o.startswith(("trainer", "loss", "optim", "peft"))]
     results = {}

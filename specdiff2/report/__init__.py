@@ -1,9 +1,15 @@
-"""Rich tables printed at the end of runs."""
+"""Reports: rich tables printed at the end of runs (`print_world`) and the reproduction report
+(`build_report`, `python -m specdiff2.report RUN_DIR`). Entry-point level: nothing in models/decode/data/training
+imports this package."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+
+from specdiff2.report.build import build_report
+
+__all__ = ["build_report", "print_world"]
 
 
 def print_world(world) -> None:

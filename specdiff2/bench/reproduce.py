@@ -1,0 +1,249 @@
+"""Reproduce SpecDiff, DiffuSpec and SpecDiff-2 in one command: python -m specdiff2.bench.reproduce experiment=...
+
+    experiment=reproduce_tiny   CPU, tiny pocket world (minutes once the world exists)
+    experiment=reproduce_gpu    one GPU, GPU pocket world (goal <= 15 min including the world)
+
+Stages (conf/reproduce.yaml): pocket world -> verifier trajectories -> distillation arms -> decode sweeps -> HF
+baselines -> real-shape step costs (CUDA only) -> report. Each writes RUN_DIR/<stage>/done.json when it finishes;
+a re-run skips finished stages (`redo=[stage,...]` forces them), and a killed stage starts again: arms resume arm
+by arm (RUN_DIR/arms/<arm>/done.json), sweeps row by row (RUN_DIR/decode/rows.jsonl), the world and the
+trajectory store through their own markers. Any `pocket...` / `paths...` override given here reaches every
+train.py / decode.py composition of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from specdiff2.bench.common import compose
+from specdiff2.bench.decode_methods import Sweep, read_rows, token_agreement
+from specdiff2.bench.distill_arms import train_arm
+from specdiff2.bench.hf_baselines import hf_rows
+from specdiff2.cli import check_overrides, one_line_errors
+from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.run import pick_device
+from specdiff2.errors import ConfigError, require
+from specdiff2.models.tokenizer import load_tokenizer
+from specdiff2.pocket.world import ensure_pocket_world
+from specdiff2.report import build_report
+from specdiff2.report.wandb_log import log_decode_row, log_table, open_run
+from specdiff2.training.pipeline import resolve_checkpoints
+
+STAGES = ("pocket", "trajectories", "arms", "decode", "hf", "real_shapes", "report")
+
+
+@dataclass
+class Plan:
+    """The reproduction settings as plain objects (from conf/reproduce.yaml + the experiment)."""
+
+    run_dir: Path
+    pocket: object  # PocketSpec
+    pocket_dir: Path
+    forwarded: list[str]  # the pocket option and the CLI's pocket/paths overrides: every sub-composition gets them
+    decode: list[str]
+    train: list[str]
+    trajectories: list[str]
+    arms: dict[str, list[str]]
+    sweep: dict
+    real_shapes: dict
+    wandb: dict
+    redo: list[str] = field(default_factory=list)
+    stop_after: str | None = None
+
+    def decode_overrides(self) -> list[str]:
+        return [*self.forwarded, *self.decode]
+
+    def train_overrides(self, output_dir: Path, stage: list[str]) -> list[str]:
+        return [*stage, f"paths.output_dir={output_dir}", *self.forwarded, *self.train]
+
+
+def make_plan(overrides: list[str]) -> Plan:
+    cfg = compose("reproduce", overrides)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    forwarded = [f"pocket={cfg.pocket.name}"] + [o for o in overrides if o.lstrip("+~").startswith(("pocket.", "paths."))]
+    require(set(plain["redo"]) <= set(STAGES), f"redo={plain['redo']}: stages are {', '.join(STAGES)}")
+    require(plain["stop_after"] in (None, *STAGES), f"stop_after={plain['stop_after']}: use one of {STAGES}")
+    return Plan(run_dir=Path(plain["run_dir"]), pocket=instantiate(cfg.pocket), pocket_dir=Path(cfg.paths.pocket_dir),
+                forwarded=forwarded, decode=plain["decode_overrides"], train=plain["train_overrides"],
+                trajectories=plain["trajectories"], arms=plain["arms"], sweep=plain["sweep"],
+                real_shapes=plain.get("real_shapes") or {}, wandb=plain["wandb"], redo=plain["redo"],
+                stop_after=plain["stop_after"])
+
+
+def done_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / stage / "done.json"
+
+
+def read_done(run_dir: Path, stage: str) -> dict | None:
+    path = done_path(run_dir, stage)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_done(path: Path, info: dict) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    tmp.replace(path)  # atomic: a kill never leaves a half-written marker
+    return info
+
+
+# --- stages: each takes the plan and the results of earlier stages, returns what its done.json records ---
+
+def stage_pocket(plan: Plan, _: dict) -> dict:
+    world = ensure_pocket_world(plan.pocket, plan.pocket_dir)
+    return {"root": str(world.root), "verifier": str(world.verifier), "drafter": str(world.drafter),
+            "ar_drafter": str(world.ar_drafter), "stages": world.summary()}
+
+
+def stage_trajectories(plan: Plan, _: dict) -> dict:
+    cfg = compose("train", plan.train_overrides(plan.run_dir / "trajectories" / "run", plan.trajectories))
+    job = instantiate(cfg.job)
+    verifier_dir, = resolve_checkpoints(job.verifier)
+    return {"store": str(job.trajectories.generate(verifier_dir))}
+
+
+def stage_arms(plan: Plan, _: dict) -> dict:
+    arms = {}
+    for arm, overrides in plan.arms.items():
+        marker = plan.run_dir / "arms" / arm / "done.json"
+        if marker.is_file():
+            arms[arm] = json.loads(marker.read_text())
+            continue
+        run_dir = plan.run_dir / "arms" / arm / "run"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a killed arm starts again from step 0
+        summary = train_arm(plan.train_overrides(run_dir, overrides))
+        info = {"drafter": str(summary["sections"]["export"]["drafter"]), "wall_s": summary["wall_s"],
+                "val_before": summary.get("val_before"), "val_after": summary.get("val_after"),
+                "training": summary["sections"].get("training"), "overrides": overrides}
+        arms[arm] = write_done(marker, info)
+        print(json.dumps({"arm": arm, "wall_s": info["wall_s"]}), flush=True)
+    return {"arms": arms}
+
+
+def stage_decode(plan: Plan, done: dict) -> dict:
+    drafters = {arm: info["drafter"] for arm, info in done["arms"]["arms"].items()}
+    run = open_run(plan.run_dir / "decode", "decode-sweeps", **plan.wandb)
+    sweep = Sweep(plan.sweep, plan.decode_overrides(), drafters, plan.run_dir / "decode" / "rows.jsonl",
+                  on_row=lambda row: log_decode_row(run, row))
+    rows = sweep.run()
+    cols = ["sweep", "drafter", "set", "temperature", "method", "mean_accept_len", "tokens_per_s", "speedup_ar",
+            "agree_ar", "drafter_s", "verifier_s", "other_s", "error"]
+    log_table(run, "decode/rows", rows, cols)
+    if run is not None:
+        run.finish()
+    return {"rows": len(rows), "errors": sum("error" in r for r in rows), "device": _device()}
+
+
+def stage_hf(plan: Plan, done: dict) -> dict:
+    spec, world = plan.sweep.get("hf") or {}, done["pocket"]
+    out = plan.run_dir / "hf" / "rows.jsonl"
+    have = {(r["set"], r["kind"]) for r in read_rows(out)}
+    tok = load_tokenizer(Path(world["verifier"]))
+    refs = {r["set"]: r for r in read_rows(plan.run_dir / "decode" / "rows.jsonl")
+            if r["sweep"] == "reference" and float(r["temperature"]) == 0.0 and "error" not in r}
+    device = pick_device("auto")
+    for name in spec.get("sets", []):
+        kinds = [k for k in spec.get("methods", []) if (name, k) not in have]
+        if not kinds:
+            continue
+        cfg = compose("decode", [*plan.decode_overrides(), *plan.sweep["sets"][name],
+                                 f"data.prompts.limit={plan.sweep['prompts']}"])
+        prompts = _prompts(cfg, tok)
+        rows = hf_rows(world["verifier"], world["ar_drafter"], prompts, plan.sweep["max_new_tokens"],
+                       tok.eos_token_id, kinds=kinds, schedules=[tuple(s) for s in spec.get("schedules", [])],
+                       device=device, dtype=_dtype(cfg))
+        ref = refs.get(name)
+        for row in rows:
+            row.update(set=name, temperature=0.0)
+            if ref is not None:
+                row["agree_ar_tokens"] = token_agreement([p["token_ids"] for p in ref["per_prompt"]], row["outputs"])
+                row["ar_tokens_per_s"] = ref["tokens_per_s"]
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in ("set", "method", "tokens_per_s")}), flush=True)
+    return {"rows": len(read_rows(out)), "device": _device()}
+
+
+def stage_real_shapes(plan: Plan, _: dict) -> dict:
+    shapes = plan.real_shapes.get("shapes") or []
+    if not shapes or not torch.cuda.is_available():
+        return {"skipped": "no CUDA device" if shapes else "real_shapes.shapes is empty", "files": []}
+    from specdiff2.bench import real_shapes
+
+    out = plan.run_dir / "real_shapes"
+    for shape in shapes:
+        real_shapes.main_with(["--shape", shape, "--modes", plan.real_shapes.get("modes", "graph+block-compiled"),
+                               "--out", str(out)])
+        torch.cuda.empty_cache()
+    return {"files": sorted(str(p) for p in out.glob("real_shapes_*.json")), "device": _device()}
+
+
+def stage_report(plan: Plan, _: dict) -> dict:
+    return build_report(plan.run_dir, wandb=plan.wandb)
+
+
+RUNNERS: dict[str, Callable[[Plan, dict], dict]] = {
+    "pocket": stage_pocket, "trajectories": stage_trajectories, "arms": stage_arms, "decode": stage_decode,
+    "hf": stage_hf, "real_shapes": stage_real_shapes, "report": stage_report,
+}
+
+
+def _device() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(cfg) -> torch.dtype:
+    return torch.bfloat16 if cfg.verifier.dtype == "bfloat16" else torch.float32
+
+
+def _prompts(cfg, tok) -> list[list[int]]:
+    return [tok(p.text, add_special_tokens=False)["input_ids"] for p in load_prompts(instantiate(cfg.data.prompts))]
+
+
+def run_stages(plan: Plan, runners: dict[str, Callable[[Plan, dict], dict]] = RUNNERS,
+               log: Callable[[str], None] = print) -> dict:
+    """Run every stage not yet done (in order); returns each stage's done.json content."""
+    done: dict[str, dict] = {}
+    for stage in STAGES:
+        previous = None if stage in plan.redo else read_done(plan.run_dir, stage)
+        if previous is not None:
+            log(f"[reproduce] {stage}: done ({previous.get('wall_s', 0):.0f} s), skipped")
+            done[stage] = previous
+        else:
+            log(f"[reproduce] {stage}: running")
+            t0 = time.perf_counter()
+            info = runners[stage](plan, done)
+            done[stage] = write_done(done_path(plan.run_dir, stage),
+                                     {**info, "wall_s": time.perf_counter() - t0, "finished": time.time()})
+            log(f"[reproduce] {stage}: done in {done[stage]['wall_s']:.0f} s")
+        if stage == plan.stop_after:
+            break
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    bad = check_overrides(argv, Path(__file__).resolve().parents[2] / "conf")
+    if bad:
+        print(bad, file=sys.stderr)
+        raise SystemExit(2)
+    with one_line_errors():
+        plan = make_plan(argv)
+        require(bool(plan.arms), "no distillation arms configured; set arms (see conf/reproduce.yaml)", ConfigError)
+        done = run_stages(plan)
+        if "report" in done:
+            print(f"[reproduce] report: {done['report']['report']}")
+
+
+if __name__ == "__main__":
+    main()

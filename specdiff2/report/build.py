@@ -1,0 +1,59 @@
+"""Turn a reproduction run directory into report.md + PNG figures (+ W&B media): `build_report(RUN_DIR)`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from specdiff2.report.claims import evaluate_claims
+from specdiff2.report.figures import make_figures
+from specdiff2.report.markdown import (arms_section, claims_section, errors_section, projection_section,
+                                       speedup_section, stages_section)
+from specdiff2.report.projection import alphas_of, costs_from_real_shapes, projection_table, reference_costs
+from specdiff2.report.rundata import RunData, load_run
+from specdiff2.report.wandb_log import log_images, log_table, open_run
+
+FIGURE_TEXT = {
+    "alpha_per_arm": "α_j per distillation arm (SpecDiff-2 Fig. 2)",
+    "tps_vs_k": "tok/s vs K per drafter temperature (SpecDiff-2 Fig. 5)",
+    "gamma_steps_heatmap": "SpecDiff γ × denoising steps T (tok/s, τ in each cell)",
+    "diffuspec_bars": "DiffuSpec ablation (speed-up over ar, τ on each bar)",
+}
+
+
+def projection_profiles(run: RunData) -> dict[str, list[float]]:
+    """The α profiles to project: the one-pass γ=16 chain of every arm, greedy, on each set."""
+    return {f"{r['drafter']} / {r['set']}": alphas_of(r) for r in run.select(sweep="arms", temperature=0.0)}
+
+
+def step_costs(run: RunData):
+    return costs_from_real_shapes(run.real_shapes[0]) if run.real_shapes else reference_costs()
+
+
+def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
+    run = load_run(run_dir)
+    figures = make_figures(run, run.root / "figures")
+    claims = evaluate_claims(run)
+    costs = step_costs(run)
+    projection = projection_table(projection_profiles(run), costs)
+    parts = [f"# Reproduction report: {run.root.name}", "",
+             "Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "
+             "every number below is computed from them (`python -m specdiff2.report RUN_DIR`).",
+             stages_section(run), claims_section(claims), speedup_section(run), arms_section(run),
+             "## Figures\n\n" + "\n\n".join(f"**{FIGURE_TEXT[n]}**\n\n![{n}](figures/{p.name})"
+                                           for n, p in figures.items()),
+             projection_section(projection, costs), errors_section(run)]
+    report = run.root / "report.md"
+    report.write_text("\n\n".join(p for p in parts if p) + "\n")
+    (run.root / "claims.json").write_text(json.dumps([c.as_dict() for c in claims], indent=2))
+    (run.root / "projection.json").write_text(json.dumps(projection, indent=2))
+    if wandb is not None:
+        wb = open_run(run.root / "report_wandb", "report", **wandb)
+        log_images(wb, figures)
+        log_table(wb, "report/claims", [c.as_dict() for c in claims], ["claim", "paper", "set", "pocket", "verdict",
+                                                                         "reason"])
+        log_table(wb, "report/projection", projection, list(projection[0]) if projection else [])
+        if wb is not None:
+            wb.finish()
+    return {"report": str(report), "figures": {n: str(p) for n, p in figures.items()},
+            "claims": [c.as_dict() for c in claims]}

@@ -1,0 +1,115 @@
+"""PNG figures of a reproduction run (matplotlib, Agg): one function per figure, each returns its path or None."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from specdiff2.report.claims import _diffuspec, _self_select, overrides_of  # noqa: E402
+from specdiff2.report.projection import alphas_of  # noqa: E402
+from specdiff2.report.rundata import RunData  # noqa: E402
+
+
+def _grid(n: int, w: float = 4.2, h: float = 3.4):
+    fig, axes = plt.subplots(1, n, figsize=(w * n, h), squeeze=False)
+    return fig, axes[0]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def alpha_per_arm(run: RunData, out: Path) -> Path | None:
+    """SpecDiff-2 Fig. 2: α_j (first j drafted tokens all accepted) per distillation arm, greedy."""
+    sets = [s for s in run.sets() if run.select(sweep="arms", set=s, temperature=0.0)]
+    if not sets:
+        return None
+    fig, axes = _grid(len(sets))
+    for ax, s in zip(axes, sets):
+        for r in run.select(sweep="arms", set=s, temperature=0.0):
+            alphas = alphas_of(r)
+            ax.plot(range(1, len(alphas) + 1), alphas, marker="o", ms=3,
+                    label=f"{r['drafter']} (τ {r['mean_accept_len']:.2f})")
+        ax.set(title=f"α_j per arm, {s}", xlabel="draft position j", ylabel="α_j", ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    return _save(fig, out / "alpha_per_arm.png")
+
+
+def tps_vs_k(run: RunData, out: Path) -> Path | None:
+    """SpecDiff-2 Fig. 5: tok/s against K, one line per drafter temperature."""
+    sets = [s for s in run.sets() if _self_select(run, s)]
+    if not sets:
+        return None
+    fig, axes = _grid(len(sets))
+    for ax, s in zip(axes, sets):
+        grid = _self_select(run, s)
+        for t in sorted({t for _, t in grid}):
+            ks = sorted(k for k, tt in grid if tt == t)
+            ax.plot(ks, [grid[(k, t)]["tokens_per_s"] for k in ks], marker="o", label=f"t={t:g}")
+        ax.set(title=f"self-selection, {s} ({run.device})", xlabel="K drafts", ylabel="tok/s", xscale="log", )
+        ax.set_xticks(sorted({k for k, _ in grid}), [str(k) for k in sorted({k for k, _ in grid})])
+        ax.legend(fontsize=7, title="drafter temp.")
+    return _save(fig, out / "tps_vs_k.png")
+
+
+def gamma_steps_heatmap(run: RunData, out: Path) -> Path | None:
+    """SpecDiff: tok/s over γ × denoising steps T (τ written in each cell)."""
+    sets = [s for s in run.sets() if run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0)]
+    if not sets:
+        return None
+    fig, axes = _grid(len(sets), 4.8, 3.8)
+    for ax, s in zip(axes, sets):
+        cells = {}
+        for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0):
+            o = overrides_of(r)
+            cells[(int(o["decode.strategy.gamma"]), int(o["decode.strategy.steps"]))] = r
+        gammas, steps = sorted({g for g, _ in cells}), sorted({t for _, t in cells})
+        grid = [[cells[(g, t)]["tokens_per_s"] if (g, t) in cells else float("nan") for t in steps] for g in gammas]
+        im = ax.imshow(grid, cmap="viridis", aspect="auto")
+        for i, g in enumerate(gammas):
+            for j, t in enumerate(steps):
+                if (g, t) in cells:
+                    ax.text(j, i, f"{grid[i][j]:.0f}\nτ{cells[(g, t)]['mean_accept_len']:.2f}", ha="center",
+                            va="center", fontsize=7, color="w")
+        ax.set_xticks(range(len(steps)), [str(t) for t in steps])
+        ax.set_yticks(range(len(gammas)), [str(g) for g in gammas])
+        ax.set(title=f"SpecDiff tok/s, {s}", xlabel="denoising steps T", ylabel="γ")
+        fig.colorbar(im, ax=ax)
+    return _save(fig, out / "gamma_steps_heatmap.png")
+
+
+def diffuspec_bars(run: RunData, out: Path) -> Path | None:
+    """DiffuSpec ablation: speed-up over ar (τ on each bar) per variant."""
+    sets = [s for s in run.sets() if _diffuspec(run, s)]
+    if not sets:
+        return None
+    fig, axes = _grid(len(sets), 5.0, 3.6)
+    for ax, s in zip(axes, sets):
+        variants = _diffuspec(run, s)
+        names = list(variants)
+        values = [variants[n].get("speedup_ar", 0.0) for n in names]
+        bars = ax.bar(range(len(names)), values, color="tab:blue")
+        for b, n in zip(bars, names):
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"τ{variants[n]['mean_accept_len']:.2f}",
+                    ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names], fontsize=6)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set(title=f"DiffuSpec ablation, {s}", ylabel="x ar (tok/s)")
+    return _save(fig, out / "diffuspec_bars.png")
+
+
+FIGURES = {"alpha_per_arm": alpha_per_arm, "tps_vs_k": tps_vs_k, "gamma_steps_heatmap": gamma_steps_heatmap,
+           "diffuspec_bars": diffuspec_bars}
+
+
+def make_figures(run: RunData, out: Path) -> dict[str, Path]:
+    made = {name: fn(run, out) for name, fn in FIGURES.items()}
+    return {name: path for name, path in made.items() if path is not None}

@@ -1,0 +1,93 @@
+"""Markdown sections of report.md (tables built from RunData; no numbers written by hand)."""
+
+from __future__ import annotations
+
+from specdiff2.report.claims import ClaimResult
+from specdiff2.report.projection import StepCosts
+from specdiff2.report.rundata import STAGE_ORDER, RunData
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def stages_section(run: RunData) -> str:
+    rows = [[s, f"{run.stages[s].get('wall_s', 0):.1f}"] for s in STAGE_ORDER if s in run.stages]
+    total = sum(run.stages[s].get("wall_s", 0) for s in run.stages)
+    rows.append(["**total**", f"{total:.1f}"])
+    note = ("Wall time of each stage's first run (a skipped stage keeps the time it took when it ran). "
+            f"Decode device: {run.device}.")
+    return "## Stages\n\n" + note + "\n\n" + table(["stage", "wall s"], rows)
+
+
+def speedup_section(run: RunData) -> str:
+    """Speed-up table against `ar`, HF static and HF assisted (greedy), with the time split."""
+    out = ["## Speed-up table (greedy)", "",
+           "tok/s per prompt averaged (Spec-Bench); `x ar` from the same run; `x HF static` / `x HF assisted` "
+           "where the HF stage ran on the set. draft / verify / other: seconds summed over the timed prompts."]
+    for s in run.sets():
+        hf = {r["kind"]: r for r in run.hf if r["set"] == s}
+        rows = []
+        for kind in ("dynamic", "static", "assisted"):
+            if kind in hf:
+                rows.append([hf[kind]["method"], "–", "–", f"{hf[kind]['tokens_per_s']:.1f}",
+                             _ratio(hf[kind]["tokens_per_s"], hf.get("static")),
+                             _ratio(hf[kind]["tokens_per_s"], hf.get("assisted")), "", "", "", ""])
+        for r in run.select(set=s, temperature=0.0):
+            if r["sweep"] not in ("reference", "core", "core_streak"):
+                continue
+            rows.append([r["method"], r["drafter"], f"{r['mean_accept_len']:.2f}", f"{r['tokens_per_s']:.1f}",
+                         _ratio(r["tokens_per_s"], hf.get("static")), _ratio(r["tokens_per_s"], hf.get("assisted")),
+                         f"{r.get('speedup_ar', 1.0):.2f}x", f"{r['drafter_s']:.3f}", f"{r['verifier_s']:.3f}",
+                         f"{r['other_s']:.3f}"])
+        out += ["", f"### {s}", "", table(["method", "drafter", "τ", "tok/s", "x HF static", "x HF assisted",
+                                            "x ar", "draft s", "verify s", "other s"], rows)]
+    return "\n".join(out)
+
+
+def _ratio(tps: float, base: dict | None) -> str:
+    return f"{tps / base['tokens_per_s']:.2f}x" if base and base.get("tokens_per_s") else "–"
+
+
+def claims_section(results: list[ClaimResult]) -> str:
+    rows = [[c.claim, c.paper, c.set, c.pocket, f"**{c.verdict}**", c.reason] for c in results]
+    rule = ("Verdict rule (specdiff2/report/claims.py): *reproduced* when the pocket gain (ratio − 1) is at least "
+            "half the paper's, or the claimed best setting is the pocket's best; *refuted* when the data miss that; "
+            "*not comparable* when rows are missing or a wall-clock claim was timed on CPU.")
+    return "## Claims\n\n" + rule + "\n\n" + table(["claim", "paper", "set", "pocket", "verdict", "why"], rows)
+
+
+def arms_section(run: RunData) -> str:
+    rows = []
+    for arm, info in run.arms.items():
+        after = info.get("val_after") or info.get("val_before") or {}
+        rows.append([arm, f"{info.get('wall_s', 0):.0f}", f"{after.get('expected_streak', float('nan')):.3f}",
+                     " ".join(info.get("overrides", []))])
+    if not rows:
+        return ""
+    return "## Distillation arms\n\n" + table(["arm", "train wall s", "val E[streak]", "overrides"], rows)
+
+
+def projection_section(rows: list[dict], costs: StepCosts) -> str:
+    formula = ("**Projection, not a measurement.** τ = 1 + Σ_j α_j (α_j = fraction of steps whose first j drafted "
+               "tokens were all accepted, as measured on the pocket world), speed-up = τ · t_AR / (t_draft + "
+               "t_verify(γ+1)). Step costs: " + costs.source + "; targets larger than the measured shape are "
+               "scaled by weight bytes (bandwidth-bound batch-1 decode, same fraction of the floor); the drafter "
+               "keeps its measured (7B-class) cost. 72B does not fit one 80 GB GPU: its row assumes the same "
+               "per-byte efficiency across GPUs.")
+    body = table(["α profile", "target", "τ", "t_AR ms", "t_draft ms", "t_verify(γ+1) ms", "speed-up"],
+                 [[r["profile"], r["target"], f"{r['tau']:.2f}", f"{r['t_ar_ms']:.2f}", f"{r['t_draft_ms']:.2f}",
+                   f"{r['t_verify_ms']:.2f}", f"{r['speedup']:.2f}x"] for r in rows])
+    return "## Projection to real sizes\n\n" + formula + "\n\n" + body
+
+
+def errors_section(run: RunData) -> str:
+    if not run.errors:
+        return ""
+    rows = [[r["sweep"], r["drafter"], r["set"], r["temperature"], r["method"], r["error"][:120]] for r in run.errors]
+    return "## Rows that failed\n\n" + table(["sweep", "drafter", "set", "T", "method", "error"], rows)

@@ -1,0 +1,64 @@
+"""Read a reproduction run directory (bench/reproduce.py) into plain lists and dicts; the files are the truth."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specdiff2.errors import DataError, require
+
+STAGE_ORDER = ("pocket", "trajectories", "arms", "decode", "hf", "real_shapes", "report")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a line cut by a kill is skipped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+@dataclass
+class RunData:
+    root: Path
+    rows: list[dict]  # decode sweep rows (errors dropped)
+    errors: list[dict]  # decode rows that failed
+    hf: list[dict]
+    stages: dict[str, dict]  # stage -> done.json
+    arms: dict[str, dict] = field(default_factory=dict)  # arm -> its done.json (drafter, val, wall_s)
+    real_shapes: list[dict] = field(default_factory=list)  # real_shapes_*.json contents
+
+    @property
+    def device(self) -> str:
+        return self.stages.get("decode", {}).get("device", "unknown")
+
+    def select(self, **where) -> list[dict]:
+        """Rows whose fields equal every `where` value (temperature compared as float)."""
+        out = []
+        for r in self.rows:
+            if all((float(r.get(k, "nan")) == float(v)) if k == "temperature" else r.get(k) == v
+                   for k, v in where.items()):
+                out.append(r)
+        return out
+
+    def sets(self) -> list[str]:
+        return list(dict.fromkeys(r["set"] for r in self.rows))
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    root = Path(run_dir)
+    require(root.is_dir(), f"run directory {root} does not exist; pass the RUN_DIR of a reproduce run", DataError)
+    decode = read_jsonl(root / "decode" / "rows.jsonl")
+    require(bool(decode), f"{root}/decode/rows.jsonl has no rows; run python -m specdiff2.bench.reproduce "
+            "(its decode stage) first", DataError)
+    stages = {s: json.loads((root / s / "done.json").read_text()) for s in STAGE_ORDER
+              if (root / s / "done.json").is_file()}
+    arms = {p.parent.name: json.loads(p.read_text()) for p in sorted((root / "arms").glob("*/done.json"))}
+    shapes = [json.loads(p.read_text()) | {"file": p.name} for p in sorted(root.glob("real_shapes/real_shapes_*.json"))]
+    return RunData(root, [r for r in decode if "error" not in r], [r for r in decode if "error" in r],
+                   read_jsonl(root / "hf" / "rows.jsonl"), stages, arms, shapes)

@@ -1,0 +1,159 @@
+"""The reproduction report from a synthetic RUN_DIR: claims verdicts on crafted numbers, figures, report.md, CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from specdiff2.errors import DataError
+from specdiff2.report import build_report
+from specdiff2.report.claims import evaluate_claims, gain_verdict
+from specdiff2.report.projection import costs_from_real_shapes, project, reference_costs, tau_from_alphas
+from specdiff2.report.rundata import load_run
+
+
+def _row(sweep, drafter, method, overrides, tps, tau, alphas, prompt_set="humaneval", temperature=0.0, **extra):
+    pieces = ["def", " f", "(", "x", "):", "\n", "    return", " x"]
+    steps = [[2, 3], [0, 1], [3, 4]]  # (accepted, committed) per step: 8 tokens
+    row = {"sweep": sweep, "drafter": drafter, "set": prompt_set, "temperature": temperature,
+           "overrides": overrides, "method": method, "prompts": 1, "new_tokens": 8, "verifier_steps": 3,
+           "mean_accept_len": tau, "tokens_per_s": tps, "wall_s": 8 / tps, "drafter_s": 0.2 * 8 / tps,
+           "verifier_s": 0.6 * 8 / tps, "other_s": 0.2 * 8 / tps,
+           "per_prompt": [{"id": "HumanEval/0", "token_ids": list(range(8)), "pieces": pieces, "steps": steps,
+                           "stop_reason": "max_new_tokens", "metrics": {"mean_accept_len": tau,
+                                                                         "tokens_per_s": tps}}]}
+    row.update({f"alpha_{j}": a for j, a in enumerate(alphas, 1)})
+    row.update(extra)
+    return row
+
+
+def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: float = 1400.0,
+                 late: tuple[float, float] = (0.33, 0.1), k8_gain: float = 1.25, best_gamma_steps=(16, 4),
+                 cps_gain: float = 1.3) -> Path:
+    """A RUN_DIR as bench/reproduce.py writes it, with numbers chosen by the caller."""
+    rows = [_row("reference", "pocket", "ar", "decode=ar", 1000.0, 1.0, [])]
+    rows.append(_row("core", "pocket", "specdiff gamma=16", "decode=specdiff decode.strategy.gamma=16", 1500.0, 2.5,
+                     [0.8, 0.5, 0.3], speedup_ar=1.5))
+    rows.append(_row("core_streak", "streak", "specdiff gamma=16", "decode=specdiff decode.strategy.gamma=16",
+                     streak_tps, 3.0, [0.8, 0.6, 0.4], speedup_ar=streak_tps / 1000))
+    for arm, tps, tail in (("ce", 1000.0, late[1]), ("streak", streak_tps, late[0]), ("unaligned", 900.0, 0.0)):
+        alphas = [0.8, 0.6, 0.4, 0.3, 0.3, 0.3, 0.3] + [tail] * 9
+        rows.append(_row("arms", arm, "specdiff gamma=16", "decode=specdiff decode.strategy.gamma=16", tps,
+                         1 + sum(alphas), alphas))
+    for k in (1, 8):
+        for t in (0.1, 1.5, 2.0):
+            gain = k8_gain if (k == 8 and t == 1.5) else 1.0
+            rows.append(_row("self_select", "streak", f"self_select k={k} drafter_temperature={t}",
+                             f"decode=self_select decode.strategy.gamma=16 decode.strategy.k={k} "
+                             f"decode.strategy.drafter_temperature={t}", 800.0 * gain, 2.0, [0.7, 0.4]))
+    for g in (8, 16):
+        for s in (1, 4):
+            tps = 1200.0 if (g, s) == best_gamma_steps else 900.0
+            rows.append(_row("specdiff_gamma_steps", "pocket", f"specdiff gamma={g} steps={s}",
+                             f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps={s}", tps, 2.0, [0.7]))
+    for cps, adl, tps in (("false", "false", 500.0), ("true", "true", 500.0 * cps_gain)):
+        rows.append(_row("diffuspec", "pocket", f"diffuspec cps={cps} adl={adl}",
+                         f"decode=diffuspec decode.strategy.cps={cps} decode.strategy.adl={adl}", tps, 2.5, [0.7, 0.5],
+                         speedup_ar=tps / 1000))
+    rows.append({"sweep": "core", "drafter": "pocket", "set": "humaneval", "temperature": 0.0, "method": "broken",
+                 "overrides": "decode=bogus", "error": "ConfigError: no such method"})
+    (root / "decode").mkdir(parents=True, exist_ok=True)
+    (root / "decode" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut by a kill')
+    for stage, wall in (("pocket", 300.0), ("trajectories", 20.0), ("arms", 150.0), ("decode", 240.0)):
+        (root / stage).mkdir(exist_ok=True)
+        (root / stage / "done.json").write_text(json.dumps({"wall_s": wall, "device": device}))
+    (root / "hf").mkdir(exist_ok=True)
+    hf = [{"kind": "static", "method": "HF generate, static cache", "set": "humaneval", "tokens_per_s": 640.0},
+          {"kind": "assisted", "method": "HF assisted [best]", "set": "humaneval", "tokens_per_s": 100.0}]
+    (root / "hf" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in hf))
+    return root
+
+
+def verdicts(root: Path) -> dict[str, str]:
+    return {c.claim: c.verdict for c in evaluate_claims(load_run(root))}
+
+
+def test_claims_reproduced_on_numbers_that_meet_the_papers(tmp_path):
+    v = verdicts(make_run_dir(tmp_path))
+    assert v["streak-distillation: throughput over AR-distillation (CE)"] == "reproduced"  # 1.40x >= 1.15x
+    assert v["streak-distillation: late-position (j >= 8) acceptance over CE"] == "reproduced"  # 3.3x >= 2.1x
+    assert v["self-selection: K=8 over K=1, drafter temperature 1.5-2"] == "reproduced"  # 1.25x >= 1.10x
+    assert v["self-selection: best drafter temperature at K=8"] == "reproduced"
+    assert v["self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)"] == "reproduced"
+    assert v["SpecDiff: best γ and denoising steps T"] == "reproduced"
+    assert v["DiffuSpec: CPS+ADL over fixed draft length"] == "reproduced"
+    assert v["DiffuSpec: speed-up over AR (best variant)"] == "refuted"  # 0.65x < 2x
+
+
+def test_claims_refuted_on_numbers_that_miss(tmp_path):
+    v = verdicts(make_run_dir(tmp_path, streak_tps=1050.0, late=(0.02, 0.11), k8_gain=1.02,
+                              best_gamma_steps=(8, 1), cps_gain=0.9))
+    assert v["streak-distillation: throughput over AR-distillation (CE)"] == "refuted"
+    assert v["streak-distillation: late-position (j >= 8) acceptance over CE"] == "refuted"  # the pocket's finding
+    assert v["self-selection: K=8 over K=1, drafter temperature 1.5-2"] == "refuted"
+    assert v["SpecDiff: best γ and denoising steps T"] == "refuted"
+    assert v["DiffuSpec: CPS+ADL over fixed draft length"] == "refuted"
+
+
+def test_cpu_timings_are_not_comparable_but_acceptance_is(tmp_path):
+    v = verdicts(make_run_dir(tmp_path, device="cpu"))
+    assert v["streak-distillation: throughput over AR-distillation (CE)"] == "not comparable"
+    assert v["SpecDiff: best γ and denoising steps T"] == "not comparable"
+    assert v["streak-distillation: late-position (j >= 8) acceptance over CE"] == "reproduced"
+
+
+def test_gain_rule_edges(tmp_path):
+    run = load_run(make_run_dir(tmp_path))
+    assert gain_verdict(None, 1.3, False, run)[0] == "not comparable"
+    assert gain_verdict(1.15, 1.3, False, run)[0] == "reproduced"  # exactly half the gain
+    assert gain_verdict(1.149, 1.3, False, run)[0] == "refuted"
+
+
+def test_report_writes_markdown_figures_and_claims(tmp_path):
+    out = build_report(make_run_dir(tmp_path))
+    report = Path(out["report"]).read_text()
+    assert set(out["figures"]) == {"alpha_per_arm", "tps_vs_k", "gamma_steps_heatmap", "diffuspec_bars"}
+    for path in out["figures"].values():
+        assert Path(path).stat().st_size > 5000  # a real PNG, not an empty canvas
+    assert "| streak-distillation: throughput over AR-distillation (CE) | ~+30% tok/s | humaneval | 1.40x" in report
+    assert "| ar | pocket | 1.00 | 1000.0 | 1.56x | 10.00x |" in report  # x HF static = 1000 / 640, x assisted
+    assert "Projection, not a measurement" in report and "Qwen2.5-32B" in report
+    assert "ConfigError: no such method" in report  # failed rows are shown, not hidden
+    assert json.loads((tmp_path / "claims.json").read_text())
+
+
+def test_report_cli(tmp_path, capsys):
+    from specdiff2.report.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.strip().count("\n") == 0 and "decode/rows.jsonl" in err
+    main([str(make_run_dir(tmp_path / "run", device="cpu"))])
+    out = capsys.readouterr().out
+    assert "not comparable" in out and (tmp_path / "run" / "report.md").is_file()
+
+
+def test_load_run_refuses_a_missing_dir(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_run(tmp_path / "nope")
+
+
+def test_projection_formula():
+    costs = reference_costs()
+    assert tau_from_alphas([0.5, 0.25]) == 1.75
+    p = project([0.5, 0.25], costs, costs.weight_bytes)
+    assert p["speedup"] == pytest.approx(1.75 * 6.37 / (7.2 + 6.61))  # t_verify(γ+1=3) -> the 5-token step
+    big = project([0.5, 0.25], costs, 4 * costs.weight_bytes)
+    assert big["t_ar_ms"] == pytest.approx(4 * 6.37) and big["speedup"] > p["speedup"]
+
+
+def test_costs_from_real_shapes_json():
+    data = {"device": "H100", "copy_bw": 3e12, "file": "real_shapes_qwen7b.json",
+            "verify": [{"mode": "graph+block-compiled +fused-qkv/mlp", "tokens": n, "ms": 6 + n / 100,
+                        "floor_ms": 5.0, "of_floor": 0.8} for n in (1, 17)],
+            "drafter": [{"cache": "prefix", "gamma": 16, "prefix": 512, "ms": 7.0},
+                        {"cache": "exact", "gamma": 16, "prefix": 512, "ms": 25.0}]}
+    costs = costs_from_real_shapes(data)
+    assert costs.verify(17) == pytest.approx(6.17) and costs.draft(16) == 7.0
+    assert costs.weight_bytes == pytest.approx(15e9)
