@@ -90,7 +90,8 @@ def _has(tree: dict, dotted: str) -> bool:
     return True
 
 
-EXTRA_CONTEXTS = [("decode=diffuspec", "decode/proxy@decode.models.proxy=kenlm")]  # a group inside a group
+EXTRA_CONTEXTS = [("decode=diffuspec", "decode/proxy@decode.models.proxy=kenlm"),  # a group inside a group
+                  ("decode=diffuspec", "decode/proxy@decode.models.proxy=ngram")]
 
 
 def _nodes(tree: dict, top: bool = True):
