@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specdiff2.data.heldout import heldout_functions
-from specdiff2.errors import DataError
+from specdiff2.errors import ConfigError, DataError
 
 FILES = {
     "humaneval": "humaneval/HumanEval.jsonl.gz",
@@ -23,6 +23,10 @@ class Prompt:
     id: str
     text: str
     chat: bool = False  # encode as one user turn in the verifier's chat template (models.tokenizer.encode_prompt)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass
@@ -41,6 +45,11 @@ class PromptSource:
     roots: list[str] | None = None  # heldout: where they are installed (None: this interpreter's)
     max_prompt_chars: int = 1200  # heldout: longer signature + docstring prompts are skipped
     chat_template: bool = False  # data.chat_template: Instruct verifiers see each prompt as a chat user turn
+
+    def __post_init__(self):
+        if not (self.limit is None or _count(self.limit)) or not _count(self.offset):
+            raise ConfigError(f"data.prompts.limit={self.limit!r} / data.prompts.offset={self.offset!r}; set "
+                              "integers >= 0 (limit null: every prompt)")
 
 
 def _read_jsonl(path: Path) -> list[dict]:

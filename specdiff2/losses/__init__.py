@@ -79,6 +79,10 @@ def _verifier(batch: Mapping[str, Tensor], name: str) -> dict[str, Tensor | None
     return {"verifier_topk_ids": batch["verifier_topk_ids"], "verifier_topk_logprobs": batch["verifier_topk_logprobs"]}
 
 
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class LossMix:
     """Weighted sum of named losses, e.g. LossMix({"streak": 1.0, "ce": 0.1}).
 
@@ -89,9 +93,11 @@ class LossMix:
     def __init__(self, weights: Mapping[str, float], *, temperature: float = 1.0, normalize_streak: bool = False):
         unknown = sorted(set(weights) - set(LOSS_NAMES))
         require(not unknown, f"unknown losses {unknown}; choose from {list(LOSS_NAMES)}", ConfigError)
-        require(all(math.isfinite(w) for w in weights.values()), f"loss weights must be finite, got {dict(weights)}",
+        require(all(_real(w) and math.isfinite(w) and w >= 0 for w in weights.values()),
+                f"loss.weights={dict(weights)}; each weight must be a finite number >= 0 (0 switches a loss off)",
                 ConfigError)
-        require(temperature > 0, f"temperature must be > 0, got {temperature}", ConfigError)
+        require(_real(temperature) and temperature > 0, f"loss.temperature={temperature!r}; set a number > 0",
+                ConfigError)
         self.weights = {name: float(w) for name, w in weights.items() if w != 0}
         require(bool(self.weights), f"all loss weights are 0 in {dict(weights)}; enable at least one loss", ConfigError)
         self.temperature = temperature

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from specdiff2.errors import CheckpointError
+from specdiff2.errors import CheckpointError, ConfigError
 from specdiff2.models.dtypes import check_dtype
 
 
@@ -20,6 +20,9 @@ class CheckpointRef:
 
     def __post_init__(self):
         check_dtype(self.dtype, f"{self.role}.dtype")
+        if self.logit_shift is not None and not isinstance(self.logit_shift, bool):
+            raise ConfigError(f"{self.role}.logit_shift={self.logit_shift!r}; set true (Dream/DiffuCoder) or false "
+                              "(LLaDA)")
 
     def resolve(self) -> Path:
         """The checkpoint directory, or one clear error saying what to download and where to point."""
