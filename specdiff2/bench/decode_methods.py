@@ -43,7 +43,7 @@ def expand_grid(grid: dict) -> list[str]:
     base = grid.get("base", "")
     methods = [f"{base} {m}".strip() for m in grid.get("methods") or []]
     axes = grid.get("axes") or {}
-    for combo in itertools.product(*axes.values()):
+    for combo in itertools.product(*axes.values()) if axes else ():
         methods.append(" ".join([base, *(f"{k}={v}" for k, v in zip(axes, combo))]).strip())
     return methods or [base]
 

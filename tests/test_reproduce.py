@@ -1,0 +1,168 @@
+"""bench/reproduce.py: stage resumability, the sweep grids as config (every GPU row composes), the sweep's JSONL
+resume on tiny checkpoints, and (slow) the whole reproduce_tiny pipeline on a micro pocket world."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from specdiff2.bench.common import compose
+from specdiff2.bench.decode_methods import Sweep, expand_grid, read_rows
+from specdiff2.bench.reproduce import STAGES, make_plan, run_stages
+from specdiff2.errors import ConfigError
+
+
+class Killed(Exception):
+    pass
+
+
+def fake_runners(calls: list[str], kill_at: str | None = None):
+    def runner(stage):
+        def run(plan, done):
+            calls.append(stage)
+            if stage == kill_at:
+                raise Killed(stage)
+            return {"stage": stage, "saw": sorted(done)}
+        return run
+    return {s: runner(s) for s in STAGES}
+
+
+def test_a_rerun_after_a_kill_skips_the_finished_stages(tmp_path):
+    plan = make_plan(["experiment=reproduce_tiny", f"run_dir={tmp_path}"])
+    calls: list[str] = []
+    with pytest.raises(Killed):  # killed inside stage 3 (arms): stages 1-2 wrote their markers, 3 did not
+        run_stages(plan, fake_runners(calls, kill_at="arms"), log=lambda _: None)
+    assert calls == ["pocket", "trajectories", "arms"]
+    assert (tmp_path / "trajectories" / "done.json").is_file() and not (tmp_path / "arms" / "done.json").exists()
+    calls.clear()
+    done = run_stages(plan, fake_runners(calls), log=lambda _: None)
+    assert calls == list(STAGES[2:])  # 1-2 skipped, 3 restarted, the rest ran
+    assert done["decode"]["saw"] == ["arms", "pocket", "trajectories"]  # later stages see the skipped ones' info
+    assert all("wall_s" in json.loads((tmp_path / s / "done.json").read_text()) for s in STAGES)
+    calls.clear()
+    run_stages(plan, fake_runners(calls), log=lambda _: None)
+    assert calls == []
+
+
+def test_redo_and_stop_after(tmp_path):
+    calls: list[str] = []
+    plan = make_plan(["experiment=reproduce_tiny", f"run_dir={tmp_path}", "stop_after=trajectories"])
+    run_stages(plan, fake_runners(calls), log=lambda _: None)
+    assert calls == ["pocket", "trajectories"]
+    calls.clear()
+    plan = make_plan(["experiment=reproduce_tiny", f"run_dir={tmp_path}", "redo=[pocket]", "stop_after=arms"])
+    run_stages(plan, fake_runners(calls), log=lambda _: None)
+    assert calls == ["pocket", "arms"]
+    with pytest.raises(ConfigError, match="redo"):
+        make_plan(["experiment=reproduce_tiny", "redo=[bogus]"])
+
+
+def test_plan_forwards_pocket_and_paths_overrides():
+    plan = make_plan(["experiment=reproduce_gpu", "paths.data_dir=/data", "pocket.seed=3", "run_dir=/tmp/r"])
+    assert plan.forwarded == ["pocket=gpu", "paths.data_dir=/data", "pocket.seed=3"]
+    assert "verifier.dtype=bfloat16" in plan.decode_overrides()
+    train = plan.train_overrides(Path("/tmp/r/arms/ce/run"), plan.arms["ce"])
+    assert train[:2] == ["experiment=gpu_distill_ce", "paths.output_dir=/tmp/r/arms/ce/run"]
+    assert set(plan.arms) == {"unaligned", "ce", "streak", "streak_soft"}
+
+
+def test_expand_grid():
+    assert expand_grid({"methods": ["decode=ar"]}) == ["decode=ar"]
+    grid = {"base": "decode=specdiff", "axes": {"decode.strategy.gamma": [8, 16], "decode.strategy.steps": [1, 2]}}
+    assert expand_grid(grid) == [f"decode=specdiff decode.strategy.gamma={g} decode.strategy.steps={s}"
+                                 for g in (8, 16) for s in (1, 2)]
+    assert expand_grid({"base": "decode=diffuspec", "methods": ["decode.strategy.cps=false"]}) == [
+        "decode=diffuspec decode.strategy.cps=false"]
+
+
+def _compose_rows(experiment: str, every: bool) -> int:
+    """Compose every arm's train.py config and the decode config of each grid's methods (all, or the first and
+    last of each grid), as the run composes them."""
+    plan = make_plan([f"experiment={experiment}", "run_dir=/tmp/unused"])
+    for arm, overrides in plan.arms.items():
+        cfg = compose("train", plan.train_overrides(Path("/tmp/unused") / arm, overrides))
+        assert cfg.pocket.name == plan.pocket.name, arm
+    compose("train", plan.train_overrides(Path("/tmp/unused/t"), plan.trajectories))
+    spec, n = plan.sweep, 0
+    for over in spec["sets"].values():
+        compose("decode", [*plan.decode_overrides(), *over])
+    for grid in spec["grids"]:
+        assert set(grid.get("sets", spec["sets"])) <= set(spec["sets"]), grid["name"]
+        assert set(grid.get("drafters", ["pocket"])) <= {"pocket", *plan.arms}, grid["name"]
+        methods = expand_grid(grid)
+        for method in methods if every else {methods[0], methods[-1]}:
+            t = max(grid.get("temperatures", spec["temperatures"]))
+            cfg = compose("decode", [*plan.decode_overrides(), f"temperature={t}", *method.split(),
+                                     "drafter.path=/some/arm"])
+            assert cfg.decode.method in ("ar", "sd_ar", "specdiff", "self_select", "diffuspec"), method
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("experiment", ["reproduce_tiny", "reproduce_gpu"])
+def test_arms_sets_and_grid_corners_compose(experiment):
+    assert _compose_rows(experiment, every=False) >= 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["reproduce_tiny", "reproduce_gpu"])
+def test_every_sweep_row_composes(experiment):
+    assert _compose_rows(experiment, every=True) >= 18
+
+
+def _sweep_spec(prompts):
+    return {"prompts": 1, "max_new_tokens": 6, "warmup": "one", "seed": 0, "reference": "decode=ar",
+            "sets": {"toy": ["data=jsonl", f"data.prompts.path={prompts}"]}, "temperatures": [0.0],
+            "grids": [{"name": "g", "drafters": ["pocket", "mine"],
+                       "methods": ["decode=specdiff decode.strategy.gamma=4", "decode=bogus_option_value=1"]}]}
+
+
+def test_sweep_rows_resume_and_errors_stay_rows(tiny_world, tmp_path):
+    w = tiny_world
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "def add(x, y):\n    return"}) + "\n")
+    base = [f"verifier.path={w.verifier}", "verifier.pocket=false", f"drafter.path={w.drafter}",
+            "drafter.pocket=false", f"ar_drafter.path={w.ar_drafter}", "ar_drafter.pocket=false", "max_seq_len=128",
+            "device=cpu"]
+    out = tmp_path / "rows.jsonl"
+    rows = Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None).run()
+    ok = [r for r in rows if "error" not in r]
+    assert [(r["sweep"], r["drafter"]) for r in ok] == [("reference", "pocket"), ("g", "pocket"), ("g", "mine")]
+    assert len([r for r in rows if "error" in r]) == 2  # the bogus method, once per drafter, as rows
+    spec = ok[1]
+    assert spec["agree_ar"] == 1.0 and spec["speedup_ar"] > 0 and "alpha_1" in spec  # greedy = ar, token for token
+    p = spec["per_prompt"][0]
+    assert sum(c for _, c in p["steps"]) == len(p["token_ids"]) == len(p["pieces"]) == 6
+    # A kill mid-write leaves a cut line: that row (and only that one) runs again.
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    again = Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None)
+    assert len(again.rows) == 2
+    again.run()
+    assert len([r for r in read_rows(out) if "error" not in r]) == 3
+
+
+MICRO = ["pocket.vocab_size=1024", "pocket.seq_len=512", "pocket.corpus.max_bytes=1500000",
+         "pocket.corpus.tokenizer_train_bytes=300000", "pocket.val_batches=2", "pocket.val_every=15",
+         *[f"pocket.{m}.{k}={v}" for m in ("verifier", "ar_drafter", "drafter")
+           for k, v in (("hidden_size", 64), ("intermediate_size", 128), ("steps", 30), ("batch_size", 4))],
+         "pocket.verifier.num_layers=2", "pocket.ar_drafter.num_layers=1", "pocket.drafter.num_layers=1"]
+
+
+@pytest.mark.slow
+def test_reproduce_tiny_end_to_end_on_a_micro_world(tmp_path):
+    """The whole reproduce_tiny path (same code as reproduce_gpu) on a micro pocket world; a rerun skips it all."""
+    from specdiff2.bench.reproduce import main
+
+    argv = ["experiment=reproduce_tiny", f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            *MICRO]
+    main(argv)
+    run = tmp_path / "run"
+    assert all((run / s / "done.json").is_file() for s in STAGES)
+    rows = read_rows(run / "decode" / "rows.jsonl")
+    assert rows and not [r for r in rows if "error" in r]
+    assert {r["sweep"] for r in rows} >= {"reference", "core", "arms", "self_select", "diffuspec"}
+    assert "## Claims" in (run / "report.md").read_text()
+    before = (run / "decode" / "done.json").stat().st_mtime
+    main(argv)
+    assert (run / "decode" / "done.json").stat().st_mtime == before
