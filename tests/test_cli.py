@@ -37,3 +37,15 @@ def test_nonsense_training_setting_is_one_line_before_any_work():
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert lines[0].startswith("error: trainer.max_steps=-5; set an integer >= 0")
     assert "[pocket" not in res.stdout and "[trajectories]" not in res.stdout  # stopped before the heavy work
+
+
+@pytest.mark.parametrize("script,args,needle", [
+    ("decode.py", ["max_new_token=5"], "error: unknown config key max_new_token; did you mean max_new_tokens?"),
+    ("train.py", ["optim.lr=1"], "error: unknown config key optim.lr; did you mean optim.optimizer.lr"),
+    ("decode.py", ["max_new_tokens=abc"], "error: max_new_tokens='abc'; set an integer >= 1"),
+    ("decode.py", ["hydra.run.dir=README.md"], "error: hydra.run.dir=README.md is a file"),
+])
+def test_misspelt_keys_and_typed_nonsense_are_one_line(script, args, needle):
+    res = run(script, *args)
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(needle), res.stderr[-2000:]
