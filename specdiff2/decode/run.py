@@ -50,7 +50,7 @@ def check_ranks_agree(token_ids: list[int]) -> None:
     dist.all_gather_object(gathered, digest)
     if any(not torch.equal(g, gathered[0]) for g in gathered):
         raise ConfigError("tensor-parallel ranks produced different tokens (non-deterministic drafter kernels?); "
-                          "rerun with decode.compile=eager or report this run")
+                          "rerun with compile=eager or report this run")
 
 
 def build_engine(verifier_ref: CheckpointRef, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
