@@ -62,6 +62,10 @@ def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: 
     for stage, wall in (("pocket", 300.0), ("trajectories", 20.0), ("arms", 150.0), ("decode", 240.0)):
         (root / stage).mkdir(exist_ok=True)
         (root / stage / "done.json").write_text(json.dumps({"wall_s": wall, "device": device}))
+    for arm in ("ce", "streak", "unaligned"):
+        (root / "arms" / arm).mkdir(parents=True, exist_ok=True)
+        (root / "arms" / arm / "done.json").write_text(json.dumps({"drafter": f"/x/{arm}", "wall_s": 50.0,
+                                                                   "val_after": {"expected_streak": 3.0}}))
     (root / "hf").mkdir(exist_ok=True)
     hf = [{"kind": "static", "method": "HF generate, static cache", "set": "humaneval", "tokens_per_s": 640.0},
           {"kind": "assisted", "method": "HF assisted [best]", "set": "humaneval", "tokens_per_s": 100.0}]

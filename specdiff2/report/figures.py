@@ -1,29 +1,27 @@
-"""PNG figures of a reproduction run (matplotlib, Agg): one function per figure, each returns its path or None."""
+"""PNG figures of a reproduction run: one function per figure, each returns its path or None.
+
+matplotlib's Figure API without pyplot: no global backend is chosen, so a notebook keeps its inline plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from specdiff2.report.claims import _diffuspec, _self_select, overrides_of  # noqa: E402
-from specdiff2.report.projection import alphas_of  # noqa: E402
-from specdiff2.report.rundata import RunData  # noqa: E402
+from specdiff2.report.claims import _diffuspec, _self_select, overrides_of
+from specdiff2.report.projection import alphas_of
+from specdiff2.report.rundata import RunData
 
 
 def _grid(n: int, w: float = 4.2, h: float = 3.4):
-    fig, axes = plt.subplots(1, n, figsize=(w * n, h), squeeze=False)
-    return fig, axes[0]
+    fig = Figure(figsize=(w * n, h))
+    return fig, fig.subplots(1, n, squeeze=False)[0]
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

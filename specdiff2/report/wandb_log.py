@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 from specdiff2.errors import ConfigError, require
-from specdiff2.training.loggers import wandb_key_configured
 
 DECODE_KEYS = ("mean_accept_len", "tokens_per_s", "speedup_ar", "agree_ar", "wall_s", "drafter_s", "verifier_s",
                "other_s")
@@ -21,6 +20,10 @@ def resolve_mode(mode: str = "auto") -> str:
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if mode == "auto":
+        # Imported here, not at the top: training.loggers pulls in Lightning (seconds), which the report and the
+        # notebooks otherwise never need.
+        from specdiff2.training.loggers import wandb_key_configured
+
         return "online" if wandb_key_configured() else "offline"
     return mode
 
