@@ -124,6 +124,7 @@ def test_report_writes_markdown_figures_and_claims(tmp_path):
     assert "Projection, not a measurement" in report and "Qwen2.5-32B" in report
     assert "ConfigError: no such method" in report  # failed rows are shown, not hidden
     assert json.loads((tmp_path / "claims.json").read_text())
+    assert (tmp_path / "decode" / "rows.csv").read_text().count("\n") == 20  # header + 18 rows + the error row
 
 
 def test_report_cli(tmp_path, capsys):

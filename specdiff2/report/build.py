@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -30,6 +31,16 @@ def step_costs(run: RunData):
     return costs_from_real_shapes(run.real_shapes[0]) if run.real_shapes else reference_costs()
 
 
+def write_csv(run: RunData, path: Path) -> None:
+    """decode/rows.jsonl flattened (no per-prompt records) for spreadsheets; the JSONL stays the source."""
+    rows = [{k: v for k, v in r.items() if k != "per_prompt"} for r in run.rows + run.errors]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     run = load_run(run_dir)
     figures = make_figures(run, run.root / "figures")
@@ -45,6 +56,7 @@ def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
              projection_section(projection, costs), errors_section(run)]
     report = run.root / "report.md"
     report.write_text("\n\n".join(p for p in parts if p) + "\n")
+    write_csv(run, run.root / "decode" / "rows.csv")
     (run.root / "claims.json").write_text(json.dumps([c.as_dict() for c in claims], indent=2))
     (run.root / "projection.json").write_text(json.dumps(projection, indent=2))
     if wandb is not None:
