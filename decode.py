@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from specdiff2.cli import DECODE_SETTINGS, check_settings, one_line_errors, run_main
+from specdiff2.cli import DECODE_SETTINGS, check_required, check_settings, one_line_errors, run_main
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -15,6 +15,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(config_path=str(CONF_DIR), config_name="decode", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
+        check_required(OmegaConf.to_container(cfg, resolve=False))
         check_settings({key: OmegaConf.select(cfg, key) for key in DECODE_SETTINGS}, DECODE_SETTINGS)
         from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from specdiff2.cli import TRAIN_SETTINGS, check_settings, one_line_errors, run_main
+from specdiff2.cli import TRAIN_SETTINGS, check_required, check_settings, one_line_errors, run_main
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -21,6 +21,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with one_line_errors():
+        check_required(OmegaConf.to_container(cfg, resolve=False))
         check_settings({key: OmegaConf.select(cfg, key) for key in TRAIN_SETTINGS}, TRAIN_SETTINGS)
         from hydra.utils import instantiate
 

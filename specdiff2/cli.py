@@ -248,6 +248,14 @@ TRAIN_SETTINGS: dict[str, Rule] = {
 }
 
 
+def check_required(tree: Mapping) -> None:
+    """One ConfigError line for the first mandatory value (`???`, e.g. data=jsonl's data.prompts.path) left unset
+    in the unresolved config tree; OmegaConf would raise MissingMandatoryValue with a traceback when it is read."""
+    for key in config_keys(tree):
+        if _lookup(tree, key) == "???":
+            raise ConfigError(f"{key} is required by the chosen config options; pass {key}=VALUE")
+
+
 def check_settings(values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
     """Raise one ConfigError line `key=value; what to set` for the first value its rule refuses."""
     for key, rule in rules.items():

@@ -78,3 +78,14 @@ def test_hydra_run_dir_that_is_a_file_or_uncreatable_is_one_line(tmp_path):
     assert "cannot be created" in check_output_dirs([f"hydra.run.dir={afile}/run"])
     assert "hydra.sweep.dir" in check_output_dirs(["-m", f"hydra.sweep.dir={afile}"])
     assert check_output_dirs([f"hydra.run.dir={tmp_path / 'ok'}"]) is None and (tmp_path / "ok").is_dir()
+
+
+@pytest.mark.parametrize("config", ["decode", "train"])
+def test_a_mandatory_value_left_unset_is_one_line_naming_it(config):
+    from omegaconf import OmegaConf
+
+    from specdiff2.cli import check_required
+
+    check_required(OmegaConf.to_container(compose(config, []), resolve=False))  # the defaults set everything
+    with pytest.raises(ConfigError, match=r"^data.prompts.path is required .*pass data.prompts.path=VALUE$"):
+        check_required(OmegaConf.to_container(compose(config, ["data=jsonl"]), resolve=False))
