@@ -147,6 +147,7 @@ def stage_decode(plan: Plan, done: dict) -> dict:
 def stage_hf(plan: Plan, done: dict) -> dict:
     spec, world = plan.sweep.get("hf") or {}, done["pocket"]
     out = plan.run_dir / "hf" / "rows.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
     have = {(r["set"], r["kind"]) for r in read_rows(out)}
     tok = load_tokenizer(Path(world["verifier"]))
     refs = {r["set"]: r for r in read_rows(plan.run_dir / "decode" / "rows.jsonl")
