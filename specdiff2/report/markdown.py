@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specdiff2.report.claims import ClaimResult
+from specdiff2.report.claims import ClaimResult, _diffuspec, _self_select, late_alpha, overrides_of
 from specdiff2.report.projection import StepCosts
 from specdiff2.report.rundata import STAGE_ORDER, RunData
 
@@ -91,3 +91,35 @@ def errors_section(run: RunData) -> str:
         return ""
     rows = [[r["sweep"], r["drafter"], r["set"], r["temperature"], r["method"], r["error"][:120]] for r in run.errors]
     return "## Rows that failed\n\n" + table(["sweep", "drafter", "set", "T", "method", "error"], rows)
+
+
+def figure_notes(run: RunData) -> dict[str, str]:
+    """One line of numbers under each figure, so the report reads without the pictures."""
+    notes: dict[str, list[str]] = {"alpha_per_arm": [], "tps_vs_k": [], "gamma_steps_heatmap": [],
+                                   "diffuspec_bars": []}
+    for s in run.sets():
+        arms = run.select(sweep="arms", set=s, temperature=0.0)
+        if arms:
+            notes["alpha_per_arm"].append(f"{s}: " + "; ".join(
+                f"{r['drafter']} τ {r['mean_accept_len']:.2f}, α1 {r.get('alpha_1', 0):.2f}, "
+                f"α4 {r.get('alpha_4', 0):.2f}, mean α8+ {late_alpha(r) or 0:.3f}" for r in arms))
+        grid = _self_select(run, s)
+        if grid:
+            best = max(grid, key=lambda c: grid[c]["tokens_per_s"])
+            k1 = ", ".join(f"t={t:g} {grid[(1, t)]['tokens_per_s']:.0f}" for k, t in sorted(grid) if k == 1)
+            notes["tps_vs_k"].append(f"{s}: best K={best[0]} t={best[1]:g} {grid[best]['tokens_per_s']:.0f} tok/s "
+                                     f"(τ {grid[best]['mean_accept_len']:.2f}); K=1: {k1} tok/s")
+        cells = {(int(overrides_of(r)["decode.strategy.gamma"]), int(overrides_of(r)["decode.strategy.steps"])): r
+                 for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0)}
+        if cells:
+            hi = max(cells, key=lambda c: cells[c]["tokens_per_s"])
+            lo = min(cells, key=lambda c: cells[c]["tokens_per_s"])
+            notes["gamma_steps_heatmap"].append(
+                f"{s}: best γ={hi[0]} T={hi[1]} {cells[hi]['tokens_per_s']:.0f} tok/s (τ {cells[hi]['mean_accept_len']:.2f}),"
+                f" worst γ={lo[0]} T={lo[1]} {cells[lo]['tokens_per_s']:.0f} tok/s")
+        variants = _diffuspec(run, s)
+        if variants:
+            notes["diffuspec_bars"].append(f"{s}: " + "; ".join(
+                f"{n} {r.get('speedup_ar', float('nan')):.2f}x (τ {r['mean_accept_len']:.2f})"
+                for n, r in variants.items()))
+    return {name: " | ".join(lines) for name, lines in notes.items() if lines}
