@@ -87,10 +87,14 @@ def projection_section(rows: list[dict], costs: StepCosts) -> str:
 
 
 def errors_section(run: RunData) -> str:
-    if not run.errors:
-        return ""
     rows = [[r["sweep"], r["drafter"], r["set"], r["temperature"], r["method"], r["error"][:120]] for r in run.errors]
-    return "## Rows that failed\n\n" + table(["sweep", "drafter", "set", "T", "method", "error"], rows)
+    for stage in ("hf", "real_shapes"):
+        for err in run.stages.get(stage, {}).get("errors") or []:
+            rows.append([stage, "", err.get("set", "") if isinstance(err, dict) else "", "", "",
+                         (err["error"] if isinstance(err, dict) else err)[:120]])
+    if not rows:
+        return ""
+    return "## What failed\n\n" + table(["sweep / stage", "drafter", "set", "T", "method", "error"], rows)
 
 
 def figure_notes(run: RunData) -> dict[str, str]:
