@@ -60,6 +60,7 @@ class Plan:
     wandb: dict
     redo: list[str] = field(default_factory=list)
     stop_after: str | None = None
+    threads: int | None = None
 
     def decode_overrides(self) -> list[str]:
         return [*self.forwarded, *self.decode]
@@ -78,7 +79,7 @@ def make_plan(overrides: list[str]) -> Plan:
                 forwarded=forwarded, decode=plain["decode_overrides"], train=plain["train_overrides"],
                 trajectories=plain["trajectories"], arms=plain["arms"], sweep=plain["sweep"],
                 real_shapes=plain.get("real_shapes") or {}, wandb=plain["wandb"], redo=plain["redo"],
-                stop_after=plain["stop_after"])
+                stop_after=plain["stop_after"], threads=plain.get("threads"))
 
 
 def done_path(run_dir: Path, stage: str) -> Path:
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     with one_line_errors():
         plan = make_plan(argv)
         require(bool(plan.arms), "no distillation arms configured; set arms (see conf/reproduce.yaml)", ConfigError)
+        if plan.threads:
+            torch.set_num_threads(plan.threads)
         done = run_stages(plan)
         if "report" in done:
             print(f"[reproduce] report: {done['report']['report']}")
