@@ -157,6 +157,14 @@ class DistillModule(L.LightningModule):
         raise TrainingError(f"train/loss={loss} at step {self.global_step + 1} ({terms}): training diverged; "
                             "lower optim.optimizer.lr or trainer.gradient_clip_val")
 
+    def _stop_if_val_not_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Finite weights can still give NaN logits (a huge step: every weight ~1e29); stop before the checkpoint."""
+        bad = {k: float(v) for k, v in metrics.items() if k in ("ce", "loss") and not bool(torch.isfinite(v))}
+        if bad:
+            shown = ", ".join(f"val/{k}={v}" for k, v in bad.items())
+            raise TrainingError(f"{shown} at step {self.global_step}: training diverged (non-finite drafter "
+                                "logits); lower optim.optimizer.lr or trainer.gradient_clip_val")
+
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
 
@@ -186,6 +194,7 @@ class DistillModule(L.LightningModule):
                    "ce": sums["ce"] / tokens, "loss": sums["loss"] / windows}
         alpha = sums["alpha_num"] / sums["alpha_den"].clamp_min(1)  # (γ,)
         metrics.update({f"alpha_{j + 1}": a for j, a in enumerate(alpha)})
+        self._stop_if_val_not_finite(metrics)
         for name, value in metrics.items():
             self.log(f"val/{name}", value.float(), prog_bar=name == "expected_streak")
         self.val_history.append({"step": int(self.global_step), **{k: float(v) for k, v in metrics.items()}})
