@@ -320,3 +320,23 @@ def test_data_chat_template_applies_at_decode_time(layouts, greedy, tmp_path):
         row = json.loads((tmp_path / str(chat) / "generations.jsonl").read_text())
         assert row["token_ids"] == eng.generate(encode_prompt(tok, TEXTS[0], chat), 8).token_ids
     assert cfg.data.generation.chat_template  # the same switch encodes trajectory prompts
+
+
+def test_export_copies_the_tokenizer_files_or_fails_in_one_line(layouts, qwen_verifier, tmp_path):
+    from specdiff2.models.checkpoint import read_config
+    from specdiff2.models.hf import load_hf_drafter, save_hf_drafter
+
+    model = load_hf_drafter(layouts.diffucoder)
+    out = save_hf_drafter(model, tmp_path / "export", None, read_config(layouts.diffucoder), layouts.diffucoder)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "tokenization_dream.py"):
+        assert (out / name).read_bytes() == (layouts.diffucoder / name).read_bytes()  # as downloaded
+    drafter = load_diffusion_drafter(_drafter(out), engine_context(*qwen_verifier))
+    assert drafter.mask_token_id == RL.DREAM_MASK
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in layouts.diffucoder.iterdir():
+        if f.name in ("config.json", "model.safetensors.index.json") or f.suffix == ".safetensors":
+            shutil.copy(f, bare / f.name)
+    with pytest.raises(TokenizerError, match="no tokenizer files in .* to export") as err:
+        save_hf_drafter(model, tmp_path / "export2", None, read_config(bare), bare)
+    assert "\n" not in str(err.value) and not (tmp_path / "export2").exists()  # refused before writing

@@ -19,7 +19,7 @@ import torch
 
 from specdiff2.errors import CheckpointError
 from specdiff2.models.checkpoint import check_finite, read_config
-from specdiff2.models.tokenizer import copy_tokenizer_files
+from specdiff2.models.tokenizer import copy_tokenizer_files, tokenizer_files
 from specdiff2.models.transformer import ModelArgs
 
 # config.json fields Qwen2Config understands; Dream-only fields (mask_token_id, auto_map, ...) stay behind.
@@ -79,6 +79,8 @@ def save_hf_drafter(model, out_dir: str | Path, tokenizer=None, source_config: d
     """
     out = Path(out_dir)
     check_finite(model.named_parameters(), f"the drafter to write to {out}")  # never export a diverged model
+    if source_dir is not None:
+        tokenizer_files(source_dir)  # before anything is written: an export without its tokenizer cannot decode
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     if source_config is not None:

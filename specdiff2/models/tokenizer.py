@@ -108,15 +108,22 @@ def encode_prompt(tokenizer, text: str, chat_template: bool = False) -> list[int
     return list(ids)
 
 
+def tokenizer_files(source: str | Path) -> list[str]:
+    """Names of the tokenizer files in a checkpoint directory; one line when it has none."""
+    source = Path(source)
+    names = [n for n in TOKENIZER_FILES if (source / n).is_file()]
+    if "tokenizer_config.json" not in names and "tokenizer.json" not in names:
+        raise TokenizerError(f"no tokenizer files in {source} to export with the drafter; the drafter directory "
+                             "must hold its tokenizer (tokenizer_config.json / tokenizer.json)")
+    return names
+
+
 def copy_tokenizer_files(source: str | Path, out: str | Path) -> list[str]:
     """Copy a checkpoint's tokenizer files (as downloaded: remote-code layouts stay as they are) to `out`."""
     import shutil
 
     source, out = Path(source), Path(out)
-    names = [n for n in TOKENIZER_FILES if (source / n).is_file()]
-    if "tokenizer_config.json" not in names and "tokenizer.json" not in names:
-        raise TokenizerError(f"no tokenizer files in {source} to export with the drafter; the drafter directory "
-                             "must hold its tokenizer (tokenizer_config.json / tokenizer.json)")
+    names = tokenizer_files(source)
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy2(source / name, out / name)
