@@ -162,3 +162,24 @@ def test_costs_from_real_shapes_json():
     costs = costs_from_real_shapes(data)
     assert costs.verify(17) == pytest.approx(6.17) and costs.draft(16) == 7.0
     assert costs.weight_bytes == pytest.approx(15e9)
+
+
+def test_report_logs_figures_and_claims_to_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    build_report(make_run_dir(tmp_path / "run"), wandb={"mode": "auto", "project": "test"})
+    runs = list((tmp_path / "run" / "report_wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    images = list(runs[0].glob("files/media/images/report/*.png"))
+    assert len(images) == 4, images
+    assert list(runs[0].glob("files/media/table/report/claims*.table.json"))
+
+
+def test_decode_rows_log_under_namespaced_keys():
+    from specdiff2.report.wandb_log import decode_metrics, resolve_mode
+
+    row = {"mean_accept_len": 2.5, "tokens_per_s": 100.0, "alpha_1": 0.8, "alpha_2": 0.5, "method": "x"}
+    assert decode_metrics(row) == {"decode/mean_accept_len": 2.5, "decode/tokens_per_s": 100.0,
+                                   "decode/alpha_1": 0.8, "decode/alpha_2": 0.5}
+    with pytest.raises(Exception, match="wandb.mode"):
+        resolve_mode("sometimes")
