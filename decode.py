@@ -21,6 +21,7 @@ def main(cfg: DictConfig) -> None:
         from hydra.utils import instantiate
 
         from specdiff2.data.prompts import load_prompts
+        from specdiff2.decode.loading import check_vocabularies
         from specdiff2.decode.run import build_engine, pick_device, print_summary, run_prompts
         from specdiff2.decode.sampling import SamplingParams
         from specdiff2.pocket.world import ensure_pocket_world
@@ -32,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         for ref in used:  # fail fast, before any pocket build, on real checkpoints that are absent
             if not ref.pocket:
                 ref.resolve()
+        check_vocabularies(verifier_ref, used[1:])  # tokenizers only: a mismatched pair fails before weights load
         if any(r.pocket for r in used):
             ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
         prompts = load_prompts(instantiate(cfg.data.prompts))

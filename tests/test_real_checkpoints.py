@@ -213,6 +213,16 @@ def test_llada_with_a_qwen_verifier_is_refused_in_one_line(layouts, qwen_verifie
     assert "\n" not in str(err.value)
 
 
+def test_mismatched_vocabularies_fail_before_any_weights_load(layouts, monkeypatch):
+    from specdiff2.decode import loading
+
+    monkeypatch.setattr(loading, "load_transformer", lambda *a, **k: pytest.fail("weights loaded"))
+    verifier = CheckpointRef("verifier", str(layouts.qwen7b))
+    loading.check_vocabularies(verifier, [_drafter(layouts.dream), CheckpointRef("ar", str(layouts.qwen05b))])
+    with pytest.raises(TokenizerError, match="no vocabulary translation"):
+        loading.check_vocabularies(verifier, [_drafter(layouts.llada)])
+
+
 def test_llada_conventions(layouts):
     verifier = load_verifier(CheckpointRef("verifier", str(layouts.llama)), CPU, 128)
     d = load_diffusion_drafter(_drafter(layouts.llada), engine_context(*verifier))

@@ -13,7 +13,8 @@ from specdiff2.decode.strategies.base import EngineContext
 from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError
 from specdiff2.models.archs import arch_for
-from specdiff2.models.checkpoint import load_transformer
+from specdiff2.models.checkpoint import load_transformer, read_config
+from specdiff2.models.config import ModelArgs
 from specdiff2.models.diffusion import prefix_attention, resolve_mask_token_id
 from specdiff2.models.drafters import ARDrafter, DiffusionDrafter
 from specdiff2.models.dtypes import torch_dtype
@@ -40,6 +41,20 @@ def load_verifier(ref: CheckpointRef, device: torch.device, max_seq_len: int, co
         model, _ = load_sharded_transformer(path, tp, torch_dtype(ref.dtype), torch.device(device))
     mode, kernels = resolve_execution(compile, kernels, device)
     return Verifier(model, max_seq_len, mode, kernels), load_tokenizer(path)
+
+
+def check_vocabularies(verifier: CheckpointRef, drafters: list[CheckpointRef]) -> None:
+    """Before any weights load: every real drafter checkpoint shares the verifier's vocabulary (tokenizers and
+    config.json only), so a mismatched pair (LLaDA with a Qwen verifier) fails in one line in seconds, not after
+    minutes of loading a 72B verifier. Pocket models (one shared tokenizer, maybe not built yet) are skipped."""
+    if verifier.pocket:
+        return
+    v_path = verifier.resolve()
+    v_tok, v_rows = load_tokenizer(v_path), ModelArgs.from_hf_config(read_config(v_path)).vocab_size
+    for ref in drafters:
+        if not ref.pocket:
+            path = ref.resolve()
+            proposable_ids(v_tok, load_tokenizer(path), v_rows, ModelArgs.from_hf_config(read_config(path)).vocab_size)
 
 
 def engine_context(verifier: Verifier, tokenizer) -> EngineContext:
