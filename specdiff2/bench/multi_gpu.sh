@@ -22,15 +22,15 @@ if has decode; then
   COMMON="verifier.path=$WORLD/verifier verifier.pocket=false drafter.path=$WORLD/drafter drafter.pocket=false
     ar_drafter.path=$WORLD/ar_drafter ar_drafter.pocket=false data=humaneval data.prompts.limit=4 max_new_tokens=96
     paths.data_dir=$DATA verifier.dtype=bfloat16 drafter.dtype=bfloat16 ar_drafter.dtype=bfloat16 max_seq_len=${MAX_SEQ_LEN:-1024}"
-  for m in ar sd_ar specdiff; do
+  for m in ${DECODE_METHODS:-ar sd_ar specdiff}; do
     python3 decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp1_$m" 2>&1 | tail -3
     $TR "$N" decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp${N}_$m" 2>&1 | tail -3
   done
-  python3 - "$OUT" "$N" <<'PY'
+  python3 - "$OUT" "$N" ${DECODE_METHODS:-ar sd_ar specdiff} <<'PY'
 import json, sys
 from pathlib import Path
 out, n = Path(sys.argv[1]), sys.argv[2]
-for m in ("ar", "sd_ar", "specdiff"):
+for m in sys.argv[3:]:
     rows = [[json.loads(l) for l in (out / f"decode_tp{t}_{m}" / "generations.jsonl").open()] for t in ("1", n)]
     same = sum(a["token_ids"] == b["token_ids"] for a, b in zip(*rows))
     s1, s2 = (json.loads((out / f"decode_tp{t}_{m}" / "summary.json").read_text()) for t in ("1", n))

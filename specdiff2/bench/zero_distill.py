@@ -102,8 +102,11 @@ class LogitsProbe(L.Callback):
     def on_train_end(self, trainer, module):
         self.peak_gb = torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else 0.0
         ids = torch.arange(PROBE_LEN, device=module.device)[None] % 100 + 10  # (1, L)
+        training = module.drafter.training
+        module.drafter.eval()  # LoRA dropout off: the reloads below run in eval mode too
         with torch.no_grad():
             self.logits = module.drafter(input_ids=ids).logits.float().cpu()  # (1, L, V)
+        module.drafter.train(training)
 
 
 def reload_logits(export: Path, base: Path, lora: bool) -> dict[str, float]:

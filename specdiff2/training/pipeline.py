@@ -10,6 +10,7 @@ nonsense stops the run before any heavy work with one line.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
+from transformers.utils import logging as hf_logging
 
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
 from specdiff2.errors import CheckpointError, ConfigError, TokenizerError, require
@@ -107,6 +110,21 @@ def check_vocabularies(verifier_dir: Path, drafter_dir: Path) -> None:
             f"{max(verifier_ids)}; pair a drafter that shares the verifier's tokenizer", TokenizerError)
 
 
+def check_weights_readable(*dirs: Path) -> None:
+    """Open every safetensors header (memory-mapped, no tensor read): a truncated, empty or garbage file fails
+    now in one line, not in transformers' from_pretrained traceback after the trajectories are sampled."""
+    from safetensors import SafetensorError, safe_open
+
+    for root in dirs:
+        for file in sorted(Path(root).glob("*.safetensors")):
+            try:
+                with safe_open(str(file), framework="pt", device="cpu") as handle:
+                    handle.keys()
+            except SafetensorError as err:
+                raise CheckpointError(f"{file} is not a readable safetensors file ({err}); "
+                                      "re-download or re-export the checkpoint") from None
+
+
 def resolve_checkpoints(*refs: CheckpointRef) -> list[Path]:
     """Every ref's directory, or one CheckpointError line naming all missing ones."""
     dirs, errors = [], []
@@ -143,7 +161,11 @@ def build_trainer(job: DistillJob) -> L.Trainer:
     callbacks = [cb for cb in job.callbacks.values() if cb is not None]
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    return job.trainer(logger=loggers or False, callbacks=callbacks, default_root_dir=str(job.output_dir))
+    try:
+        return job.trainer(logger=loggers or False, callbacks=callbacks, default_root_dir=str(job.output_dir))
+    except (MisconfigurationException, ValueError) as err:  # Lightning's refusals span lines, with a traceback
+        reason = " ".join(str(err).split())[:300]
+        raise ConfigError(f"Lightning refused the trainer settings ({reason}); fix that trainer.* value") from None
 
 
 def _throughput(trainer: L.Trainer) -> ThroughputMonitor | None:
@@ -157,6 +179,7 @@ def _numel(p) -> int:
 def run_distillation(job: DistillJob) -> dict:
     """The whole pipeline on built objects; returns the summary dict (also printed as tables on rank 0)."""
     verifier_dir, drafter_dir = resolve_checkpoints(job.verifier, job.drafter)
+    check_weights_readable(verifier_dir, drafter_dir)
     check_vocabularies(verifier_dir, drafter_dir)
     drafter = drafter_conventions(job.drafter, drafter_dir)
 
@@ -173,10 +196,15 @@ def run_distillation(job: DistillJob) -> dict:
 
     module = new_module()
     trainer = build_trainer(job)
+    if trainer.max_steps == 0 and trainer.is_global_zero:  # allowed on purpose: say so, it is not a silent no-op
+        print("note: trainer.max_steps=0: no training; the drafter is validated and exported as it is",
+              file=sys.stderr)
     t0 = time.perf_counter()
     # DeepSpeed would wrap the module once for validate and again for fit; step-0 validation is skipped there.
     if job.resume is None and not zero_stage(trainer):
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the unaligned drafter: step 0
+    if zero_stage(trainer) == 3:  # built whole here, partitioned by DeepSpeed: HF loading cannot fill
+        module.configure_model()  # parameters that zero.Init (Lightning's configure_model context) already split
     if trainer.max_steps != 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume)
     train_s = time.perf_counter() - t0
@@ -188,6 +216,7 @@ def run_distillation(job: DistillJob) -> dict:
         if trainer.is_global_zero:
             export_module = unsharded_module(new_module, state)
     if trainer.is_global_zero:
+        hf_logging.disable_progress_bar()  # save_pretrained's shard bar: noise, and a bar with progress_bar=false
         best = getattr(trainer.checkpoint_callback, "best_model_path", None)
         exported = export_weights(export_module, job.export, best, drafter_dir, job.output_dir)
     run = {"store": store, "gen_s": gen_s, "train_s": train_s, "params": params}
