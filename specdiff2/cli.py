@@ -116,9 +116,9 @@ def check_keys(argv: list[str], conf_dir: Path, config_name: str) -> str | None:
     groups, values = [], []
     for arg in argv:
         kv = _options(arg)
-        if kv is None or kv[0].startswith("hydra.") or kv[0].startswith("hydra/"):
+        if kv is None or kv[0].startswith(("hydra.", "hydra/")):
             continue
-        key, value = kv
+        key = kv[0]
         if _is_group(key, conf_dir):
             groups.append(arg)
         elif not arg.startswith(("+", "~")):
@@ -232,6 +232,14 @@ def _device(value) -> str | None:
     return None if ok else "use auto, cpu, cuda or cuda:N"
 
 
+def _accelerator(value) -> str | None:
+    if value not in ("gpu", "cuda"):
+        return None  # other names: Lightning's own check when the trainer is built
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA device is visible; use trainer=cpu"
+
+
 def _writable_dir(value) -> str | None:
     if not isinstance(value, str | Path):
         return "set a directory path"
@@ -245,6 +253,7 @@ DECODE_SETTINGS: dict[str, Rule] = {
 }
 TRAIN_SETTINGS: dict[str, Rule] = {
     "seed": _int(0), "progress_bar": _bool, "module.online_topk": _int(0), "paths.cache_dir": _writable_dir,
+    "trainer.accelerator": _accelerator,
 }
 
 

@@ -194,7 +194,7 @@ def cases(f: dict[str, str]) -> list[Case]:
         Case(T, ["trainer.val_check_interval=0"]), Case(T, ["optim.optimizer.lr=-1"]),
         Case(T, ["optim.optimizer.lr=abc"]), Case(T, ["optim.optimizer.lr=1e30"]),
         Case(T, ["trainer.max_steps=-5"]), Case(T, ["trainer.max_steps=-1"], timeout=150),
-        Case(T, ["trainer.max_steps=0"]), Case(T, ["trainer.max_steps=abc"]), Case(T, ["export=bogus"]),
+        Case(T, ["trainer.max_steps=0"], check="note"), Case(T, ["trainer.max_steps=abc"]), Case(T, ["export=bogus"]),
         Case(T, ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
                  "logger=csv", "progress_bar=false"], base=False, check="no_bar"),
         Case(T, ["progress_bar=maybe"]), Case(T, ["resume=/nonexistent.ckpt"]),
@@ -238,7 +238,7 @@ def verdict(case: Case, rc: int | None, stdout: str, stderr: str, traceback: boo
         return "TRACEBACK"
     if rc == 0:
         if case.check == "no_bar":
-            return "OK" if not re.search(r"━|it/s|Epoch \d", text) else "SILENT"
+            return "OK" if not re.search(r"it/s|Epoch \d", text) else "SILENT"  # (━ also draws tables)
         if case.check == "skip":
             return "OK" if re.search(r"skip", text, re.IGNORECASE) else "SILENT"
         if case.check == "note":

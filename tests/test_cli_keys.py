@@ -6,8 +6,14 @@ import re
 import pytest
 
 from specdiff2.bench.common import compose
-from specdiff2.cli import (DECODE_SETTINGS, TRAIN_SETTINGS, check_keys, check_output_dirs, check_settings,
-                           new_top_level_keys)
+from specdiff2.cli import (
+    DECODE_SETTINGS,
+    TRAIN_SETTINGS,
+    check_keys,
+    check_output_dirs,
+    check_settings,
+    new_top_level_keys,
+)
 from specdiff2.errors import ConfigError
 from tests.conftest import ROOT
 

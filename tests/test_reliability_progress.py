@@ -57,7 +57,8 @@ warnings.warn("an unrelated warning stays", UserWarning)
 
 
 def test_lightning_lines_print_once_and_the_repeated_chatter_is_filtered():
-    res = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    res = subprocess.run([sys.executable, "-c", SCRIPT], check=False, capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert out.count("hello from lightning") == 1, out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
@@ -39,8 +39,27 @@ def _count_or_fraction(settings: Mapping[str, Any], key: str, meaning: str) -> N
     require(ok, f"trainer.{key}={value!r}; set an integer >= 1 or a fraction in (0, 1] ({meaning})")
 
 
+def _precision(settings: Mapping[str, Any]) -> None:
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    value = settings.get("precision")
+    allowed = [v for group in get_args(_PRECISION_INPUT) for v in get_args(group)]
+    require(value is None or value in allowed, f"trainer.precision={value!r}; use 32-true (CPU), bf16-mixed or "
+            "bf16-true (GPU), or another of Lightning's: " + ", ".join(dict.fromkeys(map(str, allowed))))
+
+
+def _device_settings(settings: Mapping[str, Any]) -> None:
+    # Whether a GPU is visible is the entry point's check (cli.TRAIN_SETTINGS): configs build anywhere.
+    devices = settings.get("devices")
+    ok = devices is None or devices in ("auto", -1) or (_is_int(devices) and devices >= 1) or (
+        isinstance(devices, list | tuple) and len(devices) > 0 and all(_is_int(d) and d >= 0 for d in devices))
+    require(ok, f"trainer.devices={devices!r}; set an integer >= 1, -1 (all), auto, or a list of device indices")
+
+
 def check_trainer_settings(settings: Mapping[str, Any]) -> None:
     """The Lightning Trainer keyword arguments of conf/trainer (a plain mapping)."""
+    _precision(settings)
+    _device_settings(settings)
     _count(settings, "max_steps", 0, "optimizer steps; 0 validates and exports the drafter as it is")
     _count_or_fraction(settings, "val_check_interval", "training batches between validations and checkpoints")
     _count_or_fraction(settings, "limit_val_batches", "validation batches per validation")

@@ -9,8 +9,15 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger
 
 from specdiff2.errors import ConfigError, require
-from specdiff2.training.resume import (WANDB_ID_FILE, checkpoint_step, previous_metrics, resume_path, rows_before,
-                                       run_dir_of, write_rows)
+from specdiff2.training.resume import (
+    WANDB_ID_FILE,
+    checkpoint_step,
+    previous_metrics,
+    resume_path,
+    rows_before,
+    run_dir_of,
+    write_rows,
+)
 
 
 def wandb_key_configured() -> bool:

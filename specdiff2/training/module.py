@@ -35,6 +35,27 @@ from specdiff2.models.dtypes import check_dtype, torch_dtype
 _NEEDS_VERIFIER_DIST = ("streak_soft", "kl", "tvd")
 
 
+def _real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def lora_config(**settings):
+    """peft.LoraConfig of conf/peft (`peft.lora`), with one line for the values peft refuses in a traceback."""
+    from peft import LoraConfig
+
+    r = settings.get("r")
+    require(isinstance(r, int) and not isinstance(r, bool) and r >= 1, f"peft.lora.r={r!r}; set an integer >= 1 "
+            "(the adapter rank)", ConfigError)
+    alpha, dropout = settings.get("lora_alpha", 8), settings.get("lora_dropout", 0.0)
+    require(_real(alpha) and alpha > 0, f"peft.lora.lora_alpha={alpha!r}; set a number > 0", ConfigError)
+    require(_real(dropout) and 0 <= dropout < 1, f"peft.lora.lora_dropout={dropout!r}; set a number in [0, 1)",
+            ConfigError)
+    try:
+        return LoraConfig(**settings)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"peft.lora is invalid ({err}); fix that value under peft.lora") from None
+
+
 class DistillModule(L.LightningModule):
     def __init__(self, drafter_path: str, loss: LossMix, optimizer: Callable, scheduler: Callable | None = None,
                  lora: Any | None = None, dtype: str = "float32", shifted: bool = True, mask_token_id: int = 0,
@@ -67,7 +88,13 @@ class DistillModule(L.LightningModule):
         if self.lora is not None:
             from peft import get_peft_model
 
-            model = get_peft_model(model, self.lora)
+            try:
+                model = get_peft_model(model, self.lora)
+            except ValueError as err:  # peft's NoMatchingPeftModuleError: no module has a target name
+                modules = sorted(self.lora.target_modules or [])
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise ConfigError(f"peft.lora.target_modules={modules} match no module of the drafter ({reason}); "
+                                  "use its projection names (q_proj, v_proj, gate_proj, ...)") from None
         self.drafter = model
 
     def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
