@@ -13,7 +13,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from specdiff2.cli import TRAIN_SETTINGS, check_required, check_settings, one_line_errors, run_main
+from specdiff2.cli import (
+    TRAIN_DEVICE_SETTINGS,
+    TRAIN_SETTINGS,
+    check_required,
+    check_settings,
+    one_line_errors,
+    run_main,
+)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -32,6 +39,7 @@ def main(cfg: DictConfig) -> None:
         job = instantiate(cfg.job)  # refs, trajectory source, factories, loggers, callbacks; settings checked
         refs = (job.verifier, job.drafter)
         resolve_checkpoints(*(ref for ref in refs if not ref.pocket))  # absent real checkpoints: fail now
+        check_settings({key: OmegaConf.select(cfg, key) for key in TRAIN_DEVICE_SETTINGS}, TRAIN_DEVICE_SETTINGS)
         if any(ref.pocket for ref in refs):
             print_world(ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir))
         run_distillation(job)
