@@ -18,6 +18,10 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def stages_section(run: RunData) -> str:
     rows = [[s, f"{run.stages[s].get('wall_s', 0):.1f}"] for s in STAGE_ORDER if s in run.stages]
+    world = run.stages.get("pocket", {}).get("stages") or {}
+    if world:  # the world's own build times (kept in world.json even when this run found it built)
+        rows.insert(1, ["pocket (build, world.json)", ", ".join(f"{k} {v.get('wall_s', 0):.0f}"
+                                                                 for k, v in world.items() if isinstance(v, dict))])
     total = sum(run.stages[s].get("wall_s", 0) for s in run.stages)
     rows.append(["**total**", f"{total:.1f}"])
     note = ("Wall time of each stage's first run (a skipped stage keeps the time it took when it ran). "
