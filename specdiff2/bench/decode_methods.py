@@ -162,7 +162,7 @@ class Sweep:
                         ConfigError)
                 over.append(f"drafter.path={self.drafter_paths[drafter]}")
             engine = self.models.engine(compose("decode", over))
-        except Exception as err:  # one broken method must not cost the whole run: the row says why
+        except Exception as err:  # noqa: BLE001 — a broken method must not stop the run: the row says why
             for s in sets:
                 self._append(self._row(grid, drafter, method, s, temperature) | {"error": _err(err)})
             return
@@ -171,7 +171,7 @@ class Sweep:
             try:
                 summary, per_prompt = generate_all(engine, self.prompts[s], self.spec["max_new_tokens"],
                                                    self.spec.get("seed", 0), self.spec.get("warmup", "one"))
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 (recorded as an error row)
                 self._append(row | {"error": _err(err)})
                 continue
             self._append(self._compare(row | summary | {"per_prompt": per_prompt}))

@@ -166,7 +166,7 @@ def stage_hf(plan: Plan, done: dict) -> dict:
             rows = hf_rows(world["verifier"], world["ar_drafter"], prompts, plan.sweep["max_new_tokens"],
                            tok.eos_token_id, kinds=kinds, schedules=[tuple(s) for s in spec.get("schedules", [])],
                            device=device, dtype=_dtype(cfg))
-        except Exception as err:  # an external baseline must not cost the run: the report shows the error
+        except Exception as err:  # noqa: BLE001 — a baseline must not stop the run: the report shows why
             print(f"[reproduce] hf {name}: {type(err).__name__}: {err}", flush=True)
             errors.append({"set": name, "kinds": kinds, "error": f"{type(err).__name__}: {err}"})
             continue
@@ -191,7 +191,7 @@ def stage_real_shapes(plan: Plan, _: dict) -> dict:
         try:
             real_shapes.main_with(["--shape", shape, "--modes", plan.real_shapes.get("modes", "graph+block-compiled"),
                                    "--out", str(out)])
-        except Exception as err:  # the projection falls back to the closing note's costs; the marker says why
+        except Exception as err:  # noqa: BLE001 — projection falls back to the closing note costs
             errors.append(f"{shape}: {type(err).__name__}: {err}")
         torch.cuda.empty_cache()
     return {"files": sorted(str(p) for p in out.glob("real_shapes_*.json")), "errors": errors, "device": _device()}

@@ -6,8 +6,8 @@ import argparse
 
 from specdiff2.cli import one_line_errors
 from specdiff2.report.build import build_report
-from specdiff2.report.markdown import claims_section
 from specdiff2.report.claims import ClaimResult
+from specdiff2.report.markdown import claims_section
 
 
 def main(argv: list[str] | None = None) -> None:

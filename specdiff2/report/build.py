@@ -8,8 +8,15 @@ from pathlib import Path
 
 from specdiff2.report.claims import evaluate_claims
 from specdiff2.report.figures import make_figures
-from specdiff2.report.markdown import (arms_section, claims_section, errors_section, figure_notes,
-                                       projection_section, speedup_section, stages_section)
+from specdiff2.report.markdown import (
+    arms_section,
+    claims_section,
+    errors_section,
+    figure_notes,
+    projection_section,
+    speedup_section,
+    stages_section,
+)
 from specdiff2.report.projection import alphas_of, costs_from_real_shapes, projection_table, reference_costs
 from specdiff2.report.rundata import RunData, load_run
 from specdiff2.report.wandb_log import log_images, log_table, open_run
@@ -49,8 +56,8 @@ def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     projection = projection_table(projection_profiles(run), costs)
     notes = figure_notes(run)
     parts = [f"# Reproduction report: {run.root.name}", "",
-             "Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "
-             "every number below is computed from them (`python -m specdiff2.report RUN_DIR`).",
+             ("Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "
+              "every number below is computed from them (`python -m specdiff2.report RUN_DIR`)."),
              stages_section(run), claims_section(claims), speedup_section(run), arms_section(run),
              "## Figures\n\n" + "\n\n".join(f"**{FIGURE_TEXT[n]}**\n\n![{n}](figures/{p.name})\n\n{notes.get(n, '')}"
                                            for n, p in figures.items()),

@@ -32,8 +32,8 @@ def stages_section(run: RunData) -> str:
 def speedup_section(run: RunData) -> str:
     """Speed-up table against `ar`, HF static and HF assisted (greedy), with the time split."""
     out = ["## Speed-up table (greedy)", "",
-           "tok/s per prompt averaged (Spec-Bench); `x ar` from the same run; `x HF static` / `x HF assisted` "
-           "where the HF stage ran on the set. draft / verify / other: seconds summed over the timed prompts."]
+           ("tok/s per prompt averaged (Spec-Bench); `x ar` from the same run; `x HF static` / `x HF assisted` "
+            "where the HF stage ran on the set. draft / verify / other: seconds summed over the timed prompts.")]
     for s in run.sets():
         hf = {r["kind"]: r for r in run.hf if r["set"] == s}
         rows = []
