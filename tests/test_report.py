@@ -46,6 +46,10 @@ def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: 
             rows.append(_row("self_select", "streak", f"self_select k={k} drafter_temperature={t}",
                              f"decode=self_select decode.strategy.gamma=16 decode.strategy.k={k} "
                              f"decode.strategy.drafter_temperature={t}", 800.0 * gain, 2.0, [0.7, 0.4]))
+    for k in (1, 8):  # the unaligned (pocket) drafter gains nothing from K
+        rows.append(_row("self_select_unaligned", "pocket", f"self_select k={k} drafter_temperature=1.5",
+                         f"decode=self_select decode.strategy.gamma=16 decode.strategy.k={k} "
+                         "decode.strategy.drafter_temperature=1.5", 700.0, 1.8, [0.6, 0.3]))
     for g in (8, 16):
         for s in (1, 4):
             tps = 1200.0 if (g, s) == best_gamma_steps else 900.0
@@ -73,8 +77,10 @@ def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: 
     return root
 
 
-def verdicts(root: Path) -> dict[str, str]:
-    return {c.claim: c.verdict for c in evaluate_claims(load_run(root))}
+def verdicts(root: Path, drafter: str = "streak") -> dict[str, str]:
+    """claim -> verdict (self-selection claims: those of `drafter`)."""
+    return {c.claim: c.verdict for c in evaluate_claims(load_run(root))
+            if "drafter)" not in c.set or f"({drafter} drafter)" in c.set}
 
 
 def test_claims_reproduced_on_numbers_that_meet_the_papers(tmp_path):
@@ -87,6 +93,13 @@ def test_claims_reproduced_on_numbers_that_meet_the_papers(tmp_path):
     assert v["SpecDiff: best γ and denoising steps T"] == "reproduced"
     assert v["DiffuSpec: CPS+ADL over fixed draft length"] == "reproduced"
     assert v["DiffuSpec: speed-up over AR (best variant)"] == "refuted"  # 0.65x < 2x
+
+
+def test_self_selection_claims_per_drafter(tmp_path):
+    v = verdicts(make_run_dir(tmp_path), drafter="pocket")
+    assert v["self-selection: K=8 over K=1, drafter temperature 1.5-2"] == "refuted"  # 1.00x
+    claims = [c for c in evaluate_claims(load_run(tmp_path)) if c.claim.startswith("self-selection: K=8")]
+    assert sorted(c.set for c in claims) == ["humaneval (pocket drafter)", "humaneval (streak drafter)"]
 
 
 def test_claims_refuted_on_numbers_that_miss(tmp_path):
@@ -124,7 +137,7 @@ def test_report_writes_markdown_figures_and_claims(tmp_path):
     assert "Projection, not a measurement" in report and "Qwen2.5-32B" in report
     assert "ConfigError: no such method" in report  # failed rows are shown, not hidden
     assert json.loads((tmp_path / "claims.json").read_text())
-    assert (tmp_path / "decode" / "rows.csv").read_text().count("\n") == 20  # header + 18 rows + the error row
+    assert (tmp_path / "decode" / "rows.csv").read_text().count("\n") == 22  # header + 20 rows + the error row
 
 
 def test_report_cli(tmp_path, capsys):

@@ -87,43 +87,51 @@ def streak_vs_ce(run: RunData) -> list[ClaimResult]:
     return out
 
 
-def _self_select(run: RunData, s: str) -> dict[tuple[int, float], dict]:
+def self_select_drafters(run: RunData, s: str) -> list[str]:
+    """Drafters with a K × drafter-temperature grid (sweeps named self_select*) on set s, greedy."""
+    return list(dict.fromkeys(r["drafter"] for r in run.select(set=s, temperature=0.0)
+                              if r["sweep"].startswith("self_select")))
+
+
+def _self_select(run: RunData, s: str, drafter: str) -> dict[tuple[int, float], dict]:
     grid = {}
-    for r in run.select(sweep="self_select", set=s, temperature=0.0):
-        o = overrides_of(r)
-        grid[(int(o["decode.strategy.k"]), float(o["decode.strategy.drafter_temperature"]))] = r
+    for r in run.select(set=s, temperature=0.0, drafter=drafter):
+        if r["sweep"].startswith("self_select"):
+            o = overrides_of(r)
+            grid[(int(o["decode.strategy.k"]), float(o["decode.strategy.drafter_temperature"]))] = r
     return grid
 
 
 def self_selection(run: RunData) -> list[ClaimResult]:
+    return [c for s in run.sets() for d in self_select_drafters(run, s)
+            for c in _self_selection(run, _self_select(run, s, d), f"{s} ({d} drafter)")]
+
+
+def _self_selection(run: RunData, grid: dict, s: str) -> list[ClaimResult]:
     out = []
-    for s in run.sets():
-        grid = _self_select(run, s)
-        if not grid:
-            continue
-        hot = [(grid[(8, t)]["tokens_per_s"] / max(grid[(1, t)]["tokens_per_s"], 1e-9), t)
-               for t in (1.5, 2.0) if (8, t) in grid and (1, t) in grid]
-        best = max(hot) if hot else None
-        v, why = gain_verdict(best[0] if best else None, 1.20, True, run)
-        out.append(ClaimResult("self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
-                               f"{best[0]:.2f}x at t={best[1]:g}" if best else "–", v, why))
-        at8 = {t: r for (k, t), r in grid.items() if k == 8}
-        if len(at8) >= 2 and not on_cpu(run):
-            t_best = max(at8, key=lambda t: at8[t]["tokens_per_s"])
-            ok = 1.5 <= t_best <= 2.0
-            out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s,
-                                   f"t={t_best:g} ({at8[t_best]['tokens_per_s']:.0f} tok/s)",
-                                   "reproduced" if ok else "refuted",
-                                   f"best of {sorted(at8)} is {t_best:g}"))
-        elif len(at8) >= 2:
-            out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
-                                   "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime"))
-        if (8, 0.1) in grid and (1, 0.1) in grid:
-            tau = grid[(8, 0.1)]["mean_accept_len"] / max(grid[(1, 0.1)]["mean_accept_len"], 1e-9)
-            ok = tau <= 1.05
-            out.append(ClaimResult("self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none",
-                                   s, f"τ {tau:.2f}x", "reproduced" if ok else "refuted",
-                                   f"τ gain {tau - 1:+.0%} ({'within' if ok else 'beyond'} ±5%)"))
+    hot = [(grid[(8, t)]["tokens_per_s"] / max(grid[(1, t)]["tokens_per_s"], 1e-9), t)
+           for t in (1.5, 2.0) if (8, t) in grid and (1, t) in grid]
+    best = max(hot) if hot else None
+    v, why = gain_verdict(best[0] if best else None, 1.20, True, run)
+    out.append(ClaimResult("self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
+                           f"{best[0]:.2f}x at t={best[1]:g}" if best else "–", v, why))
+    at8 = {t: r for (k, t), r in grid.items() if k == 8}
+    if len(at8) >= 2 and not on_cpu(run):
+        t_best = max(at8, key=lambda t: at8[t]["tokens_per_s"])
+        ok = 1.5 <= t_best <= 2.0
+        out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s,
+                               f"t={t_best:g} ({at8[t_best]['tokens_per_s']:.0f} tok/s)",
+                               "reproduced" if ok else "refuted",
+                               f"best of {sorted(at8)} is {t_best:g}"))
+    elif len(at8) >= 2:
+        out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
+                               "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime"))
+    if (8, 0.1) in grid and (1, 0.1) in grid:
+        tau = grid[(8, 0.1)]["mean_accept_len"] / max(grid[(1, 0.1)]["mean_accept_len"], 1e-9)
+        ok = tau <= 1.05
+        out.append(ClaimResult("self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none",
+                               s, f"τ {tau:.2f}x", "reproduced" if ok else "refuted",
+                               f"τ gain {tau - 1:+.0%} ({'within' if ok else 'beyond'} ±5%)"))
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from specdiff2.report.claims import _diffuspec, _self_select, overrides_of
+from specdiff2.report.claims import _diffuspec, _self_select, overrides_of, self_select_drafters
 from specdiff2.report.projection import alphas_of
 from specdiff2.report.rundata import RunData
 
@@ -42,18 +42,20 @@ def alpha_per_arm(run: RunData, out: Path) -> Path | None:
 
 
 def tps_vs_k(run: RunData, out: Path) -> Path | None:
-    """SpecDiff-2 Fig. 5: tok/s against K, one line per drafter temperature."""
-    sets = [s for s in run.sets() if _self_select(run, s)]
-    if not sets:
+    """SpecDiff-2 Fig. 5: tok/s against K, one line per drafter temperature; one panel per set and drafter."""
+    panels = [(s, d) for s in run.sets() for d in self_select_drafters(run, s)]
+    if not panels:
         return None
-    fig, axes = _grid(len(sets))
-    for ax, s in zip(axes, sets):
-        grid = _self_select(run, s)
+    fig, axes = _grid(len(panels))
+    for ax, (s, d) in zip(axes, panels):
+        grid = _self_select(run, s, d)
         for t in sorted({t for _, t in grid}):
             ks = sorted(k for k, tt in grid if tt == t)
             ax.plot(ks, [grid[(k, t)]["tokens_per_s"] for k in ks], marker="o", label=f"t={t:g}")
-        ax.set(title=f"self-selection, {s} ({run.device})", xlabel="K drafts", ylabel="tok/s", xscale="log", )
-        ax.set_xticks(sorted({k for k, _ in grid}), [str(k) for k in sorted({k for k, _ in grid})])
+        ks = sorted({k for k, _ in grid})
+        ax.set(title=f"self-selection, {s}, {d} drafter", xlabel="K drafts", ylabel=f"tok/s ({run.device})",
+               xscale="log")
+        ax.set_xticks(ks, [str(k) for k in ks])
         ax.legend(fontsize=7, title="drafter temp.")
     return _save(fig, out / "tps_vs_k.png")
 

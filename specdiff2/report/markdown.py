@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from specdiff2.report.claims import ClaimResult, _diffuspec, _self_select, late_alpha, overrides_of
+from specdiff2.report.claims import (
+    ClaimResult,
+    _diffuspec,
+    _self_select,
+    late_alpha,
+    overrides_of,
+    self_select_drafters,
+)
 from specdiff2.report.projection import StepCosts
 from specdiff2.report.rundata import STAGE_ORDER, RunData
 
@@ -111,12 +118,12 @@ def figure_notes(run: RunData) -> dict[str, str]:
             notes["alpha_per_arm"].append(f"{s}: " + "; ".join(
                 f"{r['drafter']} τ {r['mean_accept_len']:.2f}, α1 {r.get('alpha_1', 0):.2f}, "
                 f"α4 {r.get('alpha_4', 0):.2f}, mean α8+ {late_alpha(r) or 0:.3f}" for r in arms))
-        grid = _self_select(run, s)
-        if grid:
+        for d in self_select_drafters(run, s):
+            grid = _self_select(run, s, d)
             best = max(grid, key=lambda c: grid[c]["tokens_per_s"])
             k1 = ", ".join(f"t={t:g} {grid[(1, t)]['tokens_per_s']:.0f}" for k, t in sorted(grid) if k == 1)
-            notes["tps_vs_k"].append(f"{s}: best K={best[0]} t={best[1]:g} {grid[best]['tokens_per_s']:.0f} tok/s "
-                                     f"(τ {grid[best]['mean_accept_len']:.2f}); K=1: {k1} tok/s")
+            notes["tps_vs_k"].append(f"{s}, {d}: best K={best[0]} t={best[1]:g} {grid[best]['tokens_per_s']:.0f} "
+                                     f"tok/s (τ {grid[best]['mean_accept_len']:.2f}); K=1: {k1} tok/s")
         cells = {(int(overrides_of(r)["decode.strategy.gamma"]), int(overrides_of(r)["decode.strategy.steps"])): r
                  for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0)}
         if cells:
