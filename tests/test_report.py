@@ -196,3 +196,19 @@ def test_decode_rows_log_under_namespaced_keys():
                                    "decode/alpha_1": 0.8, "decode/alpha_2": 0.5}
     with pytest.raises(Exception, match="wandb.mode"):
         resolve_mode("sometimes")
+
+
+def test_projection_uses_the_runs_real_shape_measurements(tmp_path):
+    root = make_run_dir(tmp_path)
+    (root / "real_shapes").mkdir()
+    data = {"device": "NVIDIA H100", "copy_bw": 3e12,
+            "verify": [{"mode": "graph+block-compiled +fused-qkv/mlp", "tokens": n, "ms": 6.0 + n / 100,
+                        "floor_ms": 5.0, "of_floor": 0.8} for n in (1, 5, 17, 33)],
+            "drafter": [{"cache": "prefix", "gamma": g, "prefix": 512, "ms": 7.0} for g in (16, 32)]}
+    (root / "real_shapes" / "real_shapes_qwen7b.json").write_text(json.dumps(data))
+    build_report(root)
+    report = (root / "report.md").read_text()
+    assert "Step costs: real_shapes_qwen7b.json (NVIDIA H100)" in report
+    rows = json.loads((root / "projection.json").read_text())
+    assert {r["target"] for r in rows} == {"Qwen2.5-7B", "Qwen2.5-32B", "Qwen2.5-72B"}
+    assert all(r["t_draft_ms"] == 7.0 for r in rows)
