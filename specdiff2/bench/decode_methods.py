@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -130,6 +131,8 @@ class Sweep:
         self.verifier, self.tok = load_verifier(instantiate(base.verifier), pick_device(base.device),
                                                 base.max_seq_len, base.compile, base.kernels)
         self.models = SharedModels(self.verifier, self.tok)
+        dev = self.verifier.device
+        self.device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
         self.prompts = {name: self._prompts(over) for name, over in spec["sets"].items()}
 
     def _prompts(self, set_overrides: list[str]) -> list[tuple[str, list[int]]]:
@@ -178,7 +181,7 @@ class Sweep:
 
     def _row(self, grid, drafter, method, prompt_set, temperature) -> dict:
         return {"sweep": grid["name"], "drafter": drafter, "set": prompt_set, "temperature": temperature,
-                "overrides": method, "method": label(method)}
+                "overrides": method, "method": label(method), "device": self.device_name}
 
     def _compare(self, row: dict) -> dict:
         """Speed-up and token agreement against the reference (`ar`) row of the same set and temperature."""

@@ -58,6 +58,12 @@ def speedup_section(run: RunData) -> str:
                          f"{r['other_s']:.3f}"])
         out += ["", f"### {s}", "", table(["method", "drafter", "τ", "tok/s", "x HF static", "x HF assisted",
                                             "x ar", "draft s", "verify s", "other s"], rows)]
+    sampled = [[r["set"], r["method"], r["drafter"], f"{r['mean_accept_len']:.2f}", f"{r['tokens_per_s']:.1f}",
+                f"{r.get('speedup_ar', 1.0):.2f}x"] for r in run.rows
+               if float(r["temperature"]) > 0 and r["sweep"] in ("reference", "core", "core_streak")]
+    if sampled:
+        out += ["", "### sampled (T > 0; lossless rejection sampling, same seeds for every method)", "",
+                table(["set", "method", "drafter", "τ", "tok/s", "x ar"], sampled)]
     return "\n".join(out)
 
 
