@@ -194,7 +194,7 @@ def test_decode_rows_log_under_namespaced_keys():
     row = {"mean_accept_len": 2.5, "tokens_per_s": 100.0, "alpha_1": 0.8, "alpha_2": 0.5, "method": "x"}
     assert decode_metrics(row) == {"decode/mean_accept_len": 2.5, "decode/tokens_per_s": 100.0,
                                    "decode/alpha_1": 0.8, "decode/alpha_2": 0.5}
-    with pytest.raises(Exception, match="wandb.mode"):
+    with pytest.raises(Exception, match="W&B mode 'sometimes'"):
         resolve_mode("sometimes")
 
 

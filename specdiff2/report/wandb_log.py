@@ -16,7 +16,8 @@ DECODE_KEYS = ("mean_accept_len", "tokens_per_s", "speedup_ar", "agree_ar", "wal
 
 def resolve_mode(mode: str = "auto") -> str:
     require(mode in ("auto", "online", "offline", "disabled"),
-            f"wandb.mode={mode!r}; use auto, online, offline or disabled", ConfigError)
+            f"W&B mode {mode!r}: use auto, online, offline or disabled (the `mode` of `wandb` in conf/reproduce.yaml)",
+            ConfigError)
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if mode == "auto":
