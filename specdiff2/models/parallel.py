@@ -22,6 +22,7 @@ import torch.distributed._functional_collectives as funcol
 from safetensors import safe_open
 
 from specdiff2.errors import ConfigError
+from specdiff2.models.archs import arch_for
 from specdiff2.models.checkpoint import _checkpoint_dir, _weight_files, read_config
 from specdiff2.models.config import ModelArgs
 from specdiff2.models.transformer import Transformer
@@ -131,6 +132,7 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     root = _checkpoint_dir(path)
     config = read_config(root)
     args = ModelArgs.from_hf_config(config)
+    rename = arch_for(config).tensor_name
     with torch.device("meta"):
         model = Transformer(args)
     shard_module(model, tp)
@@ -139,10 +141,11 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     seen = set()
     for file in _weight_files(root):
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for name in handle.keys():
+            for key in handle.keys():
+                name = rename(key)  # the family's tensor names onto Transformer's (LLaDA differs)
                 if name not in wanted:
                     continue
-                dim, tensor = shard_dim(name), handle.get_slice(name)
+                dim, tensor = shard_dim(name), handle.get_slice(key)
                 if dim is not None:
                     index = [slice(None)] * len(tensor.get_shape())
                     index[dim] = local_slice(tensor.get_shape()[dim], tp)
@@ -158,7 +161,7 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     missing = sorted(set(wanted) - seen)
     if missing:
         raise ConfigError(f"{root} lacks {len(missing)} tensors for tensor-parallel loading (first: {missing[0]}); "
-                          "tensor parallelism reads Qwen2/LLaMA-named checkpoints")
+                          "pass an unmodified checkpoint directory")
     for layer in model.model.layers:  # the o_proj bias is added once, after the sum: rank 0 keeps it
         if layer.self_attn.o_proj.bias is not None and tp.rank != 0:
             layer.self_attn.o_proj.bias.data.zero_()
