@@ -55,6 +55,8 @@ def test_redo_and_stop_after(tmp_path):
     assert calls == ["pocket", "arms"]
     with pytest.raises(ConfigError, match="redo"):
         make_plan(["experiment=reproduce_tiny", "redo=[bogus]"])
+    with pytest.raises(ConfigError, match="Could not override 'bogus.key'"):
+        make_plan(["bogus.key=1"])
 
 
 def test_plan_forwards_pocket_and_paths_overrides():

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -70,7 +71,10 @@ class Plan:
 
 
 def make_plan(overrides: list[str]) -> Plan:
-    cfg = compose("reproduce", overrides)
+    try:
+        cfg = compose("reproduce", overrides)
+    except ConfigCompositionException as err:  # Hydra's message spans lines; the first names the override
+        raise ConfigError(f"{str(err).splitlines()[0]} (keys: conf/reproduce.yaml, conf/sweep/*.yaml)") from None
     plain = OmegaConf.to_container(cfg, resolve=True)
     forwarded = [f"pocket={cfg.pocket.name}"] + [o for o in overrides if o.lstrip("+~").startswith(("pocket.", "paths."))]
     require(set(plain["redo"]) <= set(STAGES), f"redo={plain['redo']}: stages are {', '.join(STAGES)}")
