@@ -249,6 +249,9 @@ def verdict(case: Case, rc: int | None, stdout: str, stderr: str, traceback: boo
 
 
 def last_line(rc: int | None, stdout: str, stderr: str) -> str:
+    notes = [ln.strip() for ln in stderr.splitlines() if ln.startswith("note: ")]
+    if rc == 0 and notes:  # a run that says what it did with an odd value: that line, not the summary table
+        return notes[-1]
     for text in ((stderr, stdout) if rc else (stdout, stderr)):
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not UNINFORMATIVE.match(ln.strip())]
         if lines:
