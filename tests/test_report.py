@@ -212,3 +212,13 @@ def test_projection_uses_the_runs_real_shape_measurements(tmp_path):
     rows = json.loads((root / "projection.json").read_text())
     assert {r["target"] for r in rows} == {"Qwen2.5-7B", "Qwen2.5-32B", "Qwen2.5-72B"}
     assert all(r["t_draft_ms"] == 7.0 for r in rows)
+
+
+def test_a_row_that_failed_then_succeeded_is_not_reported_as_failed(tmp_path):
+    root = make_run_dir(tmp_path)
+    assert len(load_run(root).errors) == 1
+    fixed = _row("core", "pocket", "bogus", "decode=bogus", 900.0, 1.5, [0.5])
+    with open(root / "decode" / "rows.jsonl", "a") as f:
+        f.write("\n" + json.dumps(fixed) + "\n")
+    run = load_run(root)
+    assert run.errors == [] and any(r["overrides"] == "decode=bogus" for r in run.rows)

@@ -141,7 +141,11 @@ def test_sweep_rows_resume_and_errors_stay_rows(tiny_world, tmp_path):
     again = Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None)
     assert len(again.rows) == 2
     again.run()
-    assert len([r for r in read_rows(out) if "error" not in r]) == 3
+    rows = read_rows(out)
+    assert len([r for r in rows if "error" not in r]) == 3 and len([r for r in rows if "error" in r]) == 2
+    Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None).run()
+    rows = read_rows(out)  # a rerun tries the failed rows again (only those)
+    assert len([r for r in rows if "error" not in r]) == 3 and len([r for r in rows if "error" in r]) == 4
 
 
 MICRO = ["pocket.vocab_size=1024", "pocket.seq_len=512", "pocket.corpus.max_bytes=1500000",

@@ -114,6 +114,14 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """One row per line; a line cut by a kill is closed first, so the new row starts on a line of its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cut = path.is_file() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
+    with open(path, "a") as f:
+        f.write(("\n" if cut else "") + json.dumps(row) + "\n")
+
+
 def row_key(row: dict) -> tuple:
     return tuple(str(row[k]) for k in ROW_KEYS)
 
@@ -126,7 +134,7 @@ class Sweep:
         self.spec, self.base, self.drafter_paths, self.out = spec, base_overrides, drafter_paths, out
         self.log, self.on_row = log, on_row
         self.rows = read_rows(out)
-        self.done = {row_key(r) for r in self.rows}
+        self.done = {row_key(r) for r in self.rows if "error" not in r}  # failed rows are tried again
         base = compose("decode", base_overrides)
         self.verifier, self.tok = load_verifier(instantiate(base.verifier), pick_device(base.device),
                                                 base.max_seq_len, base.compile, base.kernels)
@@ -197,11 +205,10 @@ class Sweep:
         return row
 
     def _append(self, row: dict) -> None:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.out, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(self.out, row)
         self.rows.append(row)
-        self.done.add(row_key(row))
+        if "error" not in row:
+            self.done.add(row_key(row))
         brief = {k: row.get(k) for k in ("sweep", "drafter", "set", "temperature", "method", "mean_accept_len",
                                          "tokens_per_s", "error") if row.get(k) is not None}
         self.log(json.dumps(brief, default=str))

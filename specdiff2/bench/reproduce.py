@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from specdiff2.bench import real_shapes
 from specdiff2.bench.common import compose
-from specdiff2.bench.decode_methods import Sweep, read_rows, token_agreement
+from specdiff2.bench.decode_methods import Sweep, append_jsonl, read_rows, token_agreement
 from specdiff2.bench.distill_arms import train_arm
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.cli import check_overrides, one_line_errors
@@ -180,8 +180,7 @@ def stage_hf(plan: Plan, done: dict) -> dict:
             if ref is not None:
                 row["agree_ar_tokens"] = token_agreement([p["token_ids"] for p in ref["per_prompt"]], row["outputs"])
                 row["ar_tokens_per_s"] = ref["tokens_per_s"]
-            with open(out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(out, row)
             print(json.dumps({k: row[k] for k in ("set", "method", "tokens_per_s")}), flush=True)
     return {"rows": len(read_rows(out)), "errors": errors, "device": _device()}
 

@@ -50,6 +50,10 @@ class RunData:
         return list(dict.fromkeys(r["set"] for r in self.rows))
 
 
+def _key(row: dict) -> tuple:
+    return tuple(str(row.get(k)) for k in ("sweep", "drafter", "set", "temperature", "overrides"))
+
+
 def load_run(run_dir: str | Path) -> RunData:
     root = Path(run_dir)
     require(root.is_dir(), f"run directory {root} does not exist; pass the RUN_DIR of a reproduce run", DataError)
@@ -60,5 +64,7 @@ def load_run(run_dir: str | Path) -> RunData:
               if (root / s / "done.json").is_file()}
     arms = {p.parent.name: json.loads(p.read_text()) for p in sorted((root / "arms").glob("*/done.json"))}
     shapes = [json.loads(p.read_text()) | {"file": p.name} for p in sorted(root.glob("real_shapes/real_shapes_*.json"))]
-    return RunData(root, [r for r in decode if "error" not in r], [r for r in decode if "error" in r],
+    ok = [r for r in decode if "error" not in r]
+    fixed = {_key(r) for r in ok}  # a row that failed and succeeded on a rerun is not a failure
+    return RunData(root, ok, [r for r in decode if "error" in r and _key(r) not in fixed],
                    read_jsonl(root / "hf" / "rows.jsonl"), stages, arms, shapes)
