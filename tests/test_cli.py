@@ -31,6 +31,7 @@ def test_missing_checkpoint_is_one_line():
     assert len(lines) == 1 and "huggingface-cli download Qwen/Qwen2.5-72B-Instruct" in lines[0]
 
 
+@pytest.mark.slow  # a train.py subprocess (~9 s); test_cli_keys checks the same rule table in-process
 def test_nonsense_training_setting_is_one_line_before_any_work():
     res = run("train.py", "trainer.max_steps=-5", "logger=tiny")  # Lightning alone prints several lines
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]

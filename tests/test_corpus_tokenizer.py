@@ -6,6 +6,7 @@ from specdiff2.pocket.corpus import read_corpus
 from specdiff2.pocket.tokenizer import EOS_TOKEN, MASK_TOKEN, PAD_TOKEN, train_tokenizer
 
 
+@pytest.mark.slow  # reads and hashes the stdlib twice (~7 s)
 def test_corpus_is_deterministic_and_split_by_hash():
     a = read_corpus(max_bytes=300_000)
     b = read_corpus(max_bytes=300_000)

@@ -159,6 +159,7 @@ def composes(key: str, value: str | None) -> bool:
     return False
 
 
+@pytest.mark.slow  # a meta-check of the scanner itself (~6 s); the hint check runs in the suite
 def test_message_scan_finds_the_hints_it_checks():
     """The scanner itself: it sees fix hints, qualified names and placeholders, and skips file names."""
     found = hints("prompt file {} not found; pass data=jsonl data.prompts.path=FILE.jsonl (see decode.py)")

@@ -298,7 +298,7 @@ def test_ar_equals_transformers_generate(layouts, greedy):
         assert out[0, prompt.shape[1]:].tolist() == ids
 
 
-FAST = {("qwen+dream", m) for m in METHODS} | {("qwen+diffucoder", "specdiff"), ("llama+llada", "specdiff")}
+FAST = {("qwen+dream", m) for m in METHODS if m != "self_select"} | {("qwen+diffucoder", "specdiff"), ("llama+llada", "specdiff")}
 CASES = [pytest.param(p, m, marks=() if (p, m) in FAST else pytest.mark.slow) for p in PAIRS for m in METHODS]
 
 

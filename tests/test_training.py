@@ -122,6 +122,7 @@ def test_trainer_configs_construct_on_cpu(name, stage, offload, tmp_path):
         assert str(trainer.precision) == "bf16-mixed"
 
 
+@pytest.mark.slow  # a train.py subprocess (~10 s); test_cli covers the one-line missing-checkpoint path in the suite
 def test_missing_72b_verifier_is_one_clear_line():
     cmd = [sys.executable, "train.py", "drafter=diffucoder", "verifier=qwen72b", "trainer=deepspeed_z3", "peft=lora"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

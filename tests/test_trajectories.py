@@ -82,6 +82,7 @@ def test_resume_after_crash_equals_uninterrupted(micro_world, tmp_path):
     assert not (out / "shard-00001.tmp").exists()
 
 
+@pytest.mark.slow  # a subprocess SIGKILLed mid-run (~5 s); the in-process crash/resume test runs in the suite
 def test_resume_after_sigkill_equals_uninterrupted(micro_world, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
