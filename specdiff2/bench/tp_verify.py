@@ -48,12 +48,12 @@ def shape_rows(shape: str, tp, prefix: int, sizes, kinds, bw: float, max_seq_len
         try:
             runner = BlockRunner(model, max_seq_len, mode, kernels=kernels)
             for n in sizes:
-                ms = median_ms(lambda: runner(ids[prefix: prefix + n], prefix))
+                ms = median_ms(lambda: runner(ids[prefix: prefix + n], prefix))  # noqa: B023 (called here)
                 floor_ms = (weight_bytes(model) + kv_per_token * (prefix + n)) / bw * 1e3
                 rows.append({"shape": shape, "tp": world, "mode": label, "tokens": n, "ms": ms,
                              "floor_ms": floor_ms, "of_floor": floor_ms / ms,
                              "gb_per_gpu": weight_bytes(model) / 1e9})
-        except Exception as err:  # one mode failing (e.g. compile under NCCL) must not hide the others
+        except Exception as err:  # noqa: BLE001 — one mode failing (e.g. compile under NCCL) must not hide the others
             if tp is None or tp.rank == 0:
                 traceback.print_exc()
             rows.append({"shape": shape, "tp": world, "mode": label, "error": f"{type(err).__name__}: {err}"[:200]})

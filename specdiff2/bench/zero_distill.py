@@ -185,7 +185,7 @@ def _consolidated_diff(out: Path, job, export: Path) -> dict[str, float]:
     files = list((export / "adapter").glob("*.safetensors"))
     if files:
         with safe_open(str(files[0]), "pt") as f:
-            adapter = {k: f.get_tensor(k) for k in f.keys()}
+            adapter = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle)
         for k, v in state.items():  # drafter.base_model...lora_A.default.weight ↔ base_model...lora_A.weight
             name = k.removeprefix("drafter.").replace(".default", "")
             if name in adapter:

@@ -141,7 +141,7 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     seen = set()
     for file in _weight_files(root):
         with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 name = rename(key)  # the family's tensor names onto Transformer's (LLaDA differs)
                 if name not in wanted:
                     continue
