@@ -24,6 +24,7 @@ def test_unknown_config_option(script, args, needle):
     assert needle in res.stderr and res.stderr.strip().count("\n") == 0
 
 
+@pytest.mark.slow  # a decode.py subprocess (~3 s); test_engine/test_cli_keys check the same errors in-process
 def test_missing_checkpoint_is_one_line():
     res = run("decode.py", "verifier=qwen72b", "drafter=diffucoder")
     assert res.returncode == 2
