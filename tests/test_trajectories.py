@@ -36,6 +36,10 @@ def test_ar_batch_matches_sequential_greedy_and_stops_at_eos(micro_world):
     stopped = sample_batch(model, prompts[:1], SamplingParams(0.0), TrajectoryLimits(max_new_tokens=10),
                            eos_id=seq[first])
     assert stopped[0].finished and stopped[0].continuation_ids == seq[: first + 1]
+    # generation_config.json's extra stop ids (Qwen2.5-Instruct's <|im_end|>) end a row like EOS does
+    by_stop = sample_batch(model, prompts[:1], SamplingParams(0.0), TrajectoryLimits(max_new_tokens=10),
+                           eos_id=0, stop_ids=[seq[first]])
+    assert by_stop[0].finished and by_stop[0].continuation_ids == seq[: first + 1]
 
 
 def test_store_format_and_determinism(micro_world, tmp_path):

@@ -36,7 +36,7 @@ from specdiff2.data.trajectory_backends import make_backend
 from specdiff2.decode.ar_batch import TrajectoryLimits
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
-from specdiff2.models.tokenizer import encode_prompt, load_tokenizer
+from specdiff2.models.tokenizer import encode_prompt, load_tokenizer, stop_ids
 
 MANIFEST = "manifest.json"
 SHARD_NAME = re.compile(r"shard-\d{5}(\.tmp)?")  # shard dirs and their temp dirs: all this module ever writes
@@ -256,7 +256,7 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     backend = None
     for k in pending[group.rank::group.world]:
         if backend is None:
-            backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id)
+            backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id, stop_ids(tokenizer))
         lo, hi = k * spec.prompts_per_shard, (k + 1) * spec.prompts_per_shard
         samples = backend.generate(prompts.tokens[lo:hi], spec.samples_per_prompt, shard_seed(spec.seed, k))
         name = f"shard-{k:05d}"

@@ -7,6 +7,7 @@ passed per call (one call per shard), which makes every shard reproducible on it
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from specdiff2.models.dtypes import torch_dtype
 class EngineBackend:
     """Our static-cache `Transformer`, sampling `batch_size` rows per forward."""
 
-    def __init__(self, spec, verifier_dir: Path, vocab_limit: int, eos_id: int):
+    def __init__(self, spec, verifier_dir: Path, vocab_limit: int, eos_id: int, stop_ids: Collection[int] = ()):
         from specdiff2.models.checkpoint import load_transformer
 
         device = spec.device
@@ -29,7 +30,7 @@ class EngineBackend:
         dtype = torch_dtype(spec.dtype, "data.generation.dtype")
         self.model, _ = load_transformer(verifier_dir, dtype, self.device)
         self.model.eval().requires_grad_(False)
-        self.spec, self.eos_id = spec, eos_id
+        self.spec, self.eos_id, self.stop_ids = spec, eos_id, tuple(stop_ids)
         self.sampling, self.limits = spec.sampling(), spec.limits(vocab_limit)
 
     def generate(self, prompts: list[list[int]], n: int, seed: int) -> list[ARSample]:
@@ -38,7 +39,7 @@ class EngineBackend:
         out: list[ARSample] = []
         for lo in range(0, len(rows), self.spec.batch_size):
             out += sample_batch(self.model, rows[lo: lo + self.spec.batch_size], self.sampling, self.limits,
-                                self.eos_id, generator)
+                                self.eos_id, generator, stop_ids=self.stop_ids)
         return out
 
 
@@ -48,13 +49,14 @@ class VllmBackend:
     Stored log-probs are vLLM's (by default the raw model distribution, i.e. logprob_temperature 1).
     """
 
-    def __init__(self, spec, verifier_dir: Path, vocab_limit: int, eos_id: int):
+    def __init__(self, spec, verifier_dir: Path, vocab_limit: int, eos_id: int, stop_ids: Collection[int] = ()):
         try:
             import vllm
         except ImportError:
             raise ConfigError("data.generation.backend=vllm needs vLLM on this machine: pip install vllm "
                               "(or use data.generation.backend=engine)") from None
         self.vllm, self.spec, self.eos_id = vllm, spec, eos_id
+        self.stops = sorted({eos_id, *stop_ids})
         self.llm = vllm.LLM(model=str(verifier_dir), tensor_parallel_size=spec.tensor_parallel_size,
                             dtype=spec.dtype, seed=spec.seed)
 
@@ -63,7 +65,7 @@ class VllmBackend:
         params = [self.vllm.SamplingParams(
             n=n, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k if s.top_k > 0 else -1,
             max_tokens=s.max_new_tokens, seed=seed + i, logprobs=s.topk_logprobs or None,
-            stop_token_ids=[self.eos_id]) for i in range(len(prompts))]
+            stop_token_ids=self.stops) for i in range(len(prompts))]
         requests = [{"prompt_token_ids": p} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self._sample(c) for out in outputs for c in out.outputs]
@@ -71,8 +73,8 @@ class VllmBackend:
     def _sample(self, completion) -> ARSample:
         ids = list(completion.token_ids)
         finished = completion.finish_reason == "stop"
-        if finished and (not ids or ids[-1] != self.eos_id):
-            ids.append(self.eos_id)  # vLLM may leave the stop token out; the store always ends with EOS
+        if finished and (not ids or ids[-1] not in self.stops):
+            ids.append(self.eos_id)  # vLLM may leave the stop token out; the store always ends with a stop id
         if not self.spec.topk_logprobs:
             return ARSample(ids, finished)
         k = self.spec.topk_logprobs
@@ -86,6 +88,7 @@ class VllmBackend:
         return ARSample(ids, finished, top_ids, top_lps)
 
 
-def make_backend(spec, verifier_dir: Path, vocab_limit: int, eos_id: int):
+def make_backend(spec, verifier_dir: Path, vocab_limit: int, eos_id: int, stop_ids: Collection[int] = ()):
+    """stop_ids: generation_config.json's extra end ids (models.tokenizer.stop_ids), besides the tokenizer's EOS."""
     backend = {"engine": EngineBackend, "vllm": VllmBackend}[spec.backend]
-    return backend(spec, verifier_dir, vocab_limit, eos_id)
+    return backend(spec, verifier_dir, vocab_limit, eos_id, stop_ids)

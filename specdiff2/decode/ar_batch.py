@@ -7,6 +7,8 @@ attention masks follow each row's own length (pad slots are invisible to real to
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dataclasses import dataclass
 
 import torch
@@ -74,8 +76,10 @@ def _limit_vocab(logits: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_batch(model: Transformer, prompts: list[list[int]], sampling: SamplingParams, limits: TrajectoryLimits,
-                 eos_id: int, generator: torch.Generator | None = None, pad_id: int | None = None) -> list[ARSample]:
-    """Sample one continuation per prompt (repeat a prompt for several samples); stops each row at EOS.
+                 eos_id: int, generator: torch.Generator | None = None, pad_id: int | None = None,
+                 stop_ids: Collection[int] = ()) -> list[ARSample]:
+    """Sample one continuation per prompt (repeat a prompt for several samples); stops each row at EOS or at any
+    of `stop_ids` (generation_config.json's, e.g. Qwen2.5-Instruct's <|im_end|>).
 
     Randomness comes only from `generator` (on the model's device), so a fixed batch and seed give fixed output.
     """
@@ -95,6 +99,8 @@ def sample_batch(model: Transformer, prompts: list[list[int]], sampling: Samplin
     logits = model(ids, positions, _prefill_mask(pad, width, cache_len), torch.arange(width, device=device))
     logits = logits[:, -1].float()  # (B, V)
 
+    stops = sorted({eos_id, *stop_ids})
+    stop_t = torch.tensor(stops, device=device)  # (S_stop,)
     tokens, top_ids, top_lps = [], [], []
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     for step in range(limits.max_new_tokens):
@@ -106,25 +112,26 @@ def sample_batch(model: Transformer, prompts: list[list[int]], sampling: Samplin
             top_ids.append(ix)
             top_lps.append(lp)
         tokens.append(token)
-        done = done | (token == eos_id)
+        done = done | torch.isin(token, stop_t)
         if bool(done.all()) or step == limits.max_new_tokens - 1:
             break
         slot = width + step
         mask = causal_cache_mask(slot, 1, cache_len, device) & real_key  # (B, 1, 1, S)
         logits = model(token[:, None], (lengths + step)[:, None], mask, torch.tensor([slot], device=device))
         logits = logits[:, -1].float()  # (B, V)
-    return _collect(tokens, top_ids, top_lps, eos_id)
+    return _collect(tokens, top_ids, top_lps, set(stops))
 
 
-def _collect(tokens, top_ids, top_lps, eos_id: int) -> list[ARSample]:
+def _collect(tokens, top_ids, top_lps, stops: set[int]) -> list[ARSample]:
     steps = torch.stack(tokens, dim=1).cpu()  # (B, T)
     ids = torch.stack(top_ids, dim=1).cpu() if top_ids else None  # (B, T, k)
     lps = torch.stack(top_lps, dim=1).cpu() if top_lps else None  # (B, T, k)
     samples = []
     for row in range(steps.shape[0]):
         seq = steps[row].tolist()
-        finished = eos_id in seq
-        length = seq.index(eos_id) + 1 if finished else len(seq)
+        end = next((i for i, t in enumerate(seq) if t in stops), None)
+        finished = end is not None
+        length = end + 1 if finished else len(seq)
         samples.append(ARSample(
             seq[:length], finished,
             ids[row, :length].tolist() if ids is not None else None,
