@@ -8,7 +8,6 @@ attention masks follow each row's own length (pad slots are invisible to real to
 from __future__ import annotations
 
 from collections.abc import Collection
-
 from dataclasses import dataclass
 
 import torch
