@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from specdiff2.bench.common import compose
-from specdiff2.bench.decode_methods import Sweep, expand_grid, read_rows
+from specdiff2.bench.decode_methods import Sweep, expand_grid
 from specdiff2.bench.reproduce import STAGES, make_plan, run_stages
 from specdiff2.errors import ConfigError
+from specdiff2.report.rundata import read_jsonl
 
 
 class Killed(Exception):
@@ -141,10 +142,10 @@ def test_sweep_rows_resume_and_errors_stay_rows(tiny_world, tmp_path):
     again = Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None)
     assert len(again.rows) == 2
     again.run()
-    rows = read_rows(out)
+    rows = read_jsonl(out)
     assert len([r for r in rows if "error" not in r]) == 3 and len([r for r in rows if "error" in r]) == 2
     Sweep(_sweep_spec(prompts), base, {"mine": str(w.causal_drafter)}, out, log=lambda _: None).run()
-    rows = read_rows(out)  # a rerun tries the failed rows again (only those)
+    rows = read_jsonl(out)  # a rerun tries the failed rows again (only those)
     assert len([r for r in rows if "error" not in r]) == 3 and len([r for r in rows if "error" in r]) == 4
 
 
@@ -165,7 +166,7 @@ def test_reproduce_tiny_end_to_end_on_a_micro_world(tmp_path):
     main(argv)
     run = tmp_path / "run"
     assert all((run / s / "done.json").is_file() for s in STAGES)
-    rows = read_rows(run / "decode" / "rows.jsonl")
+    rows = read_jsonl(run / "decode" / "rows.jsonl")
     assert rows and not [r for r in rows if "error" in r]
     assert {r["sweep"] for r in rows} >= {"reference", "core", "arms", "self_select", "diffuspec"}
     assert "## Claims" in (run / "report.md").read_text()

@@ -29,6 +29,7 @@ from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.run import pick_device
 from specdiff2.errors import ConfigError, require
 from specdiff2.pocket.world import ensure_pocket_world
+from specdiff2.report.rundata import read_jsonl  # a line cut by a kill is skipped: that row runs again
 
 ROW_KEYS = ("sweep", "drafter", "set", "temperature", "overrides")  # what identifies a row (resume)
 
@@ -102,18 +103,6 @@ def generate_all(engine: DecodeEngine, prompts: list[tuple[str, list[int]]], max
     return aggregate([g.metrics for g in gens]), per_prompt
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a sweep JSONL; a line cut by a kill is skipped (that row runs again)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 def append_jsonl(path: Path, row: dict) -> None:
     """One row per line; a line cut by a kill is closed first, so the new row starts on a line of its own."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +122,7 @@ class Sweep:
                  log: Callable[[str], None] = print, on_row: Callable[[dict], None] | None = None):
         self.spec, self.base, self.drafter_paths, self.out = spec, base_overrides, drafter_paths, out
         self.log, self.on_row = log, on_row
-        self.rows = read_rows(out)
+        self.rows = read_jsonl(out)
         self.done = {row_key(r) for r in self.rows if "error" not in r}  # failed rows are tried again
         base = compose("decode", base_overrides)
         self.verifier, self.tok = load_verifier(instantiate(base.verifier), pick_device(base.device),

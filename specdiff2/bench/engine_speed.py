@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specdiff2.bench.common import compose, engine_from_config
+from specdiff2.bench.decode_methods import token_agreement
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.loading import load_verifier
@@ -38,16 +39,6 @@ METHODS = [
     "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4",
     "decode=diffuspec",
 ]
-
-
-def agreement(ref: list[list[int]], out: list[list[int]]) -> float:
-    """Fraction of positions (over the shorter of each pair) where the greedy tokens are equal."""
-    same = total = 0
-    for a, b in zip(ref, out):
-        n = min(len(a), len(b))
-        same += sum(x == y for x, y in zip(a[:n], b[:n]))
-        total += n
-    return same / max(total, 1)
 
 
 def engine_rows(base_overrides: list[str], methods: list[str], prompts: list[list[int]], max_new: int) -> list[dict]:
@@ -99,7 +90,7 @@ def print_rows(rows: list[dict], title: str, static_tps: float, ref_outputs) -> 
         other = f"{100 * r['other_s'] / wall:.0f}%" if wall else ""
         table.add_row(r["method"], f"{r.get('mean_accept_len', 1.0):.2f}", f"{r['tokens_per_s']:.0f}",
                       f"{r['tokens_per_s'] / static_tps:.2f}x", *split, other,
-                      f"{agreement(ref_outputs, r['outputs']):.3f}")
+                      f"{token_agreement(ref_outputs, r['outputs']):.3f}")
     Console(width=200).print(table)
 
 

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from specdiff2.bench import real_shapes
 from specdiff2.bench.common import compose
-from specdiff2.bench.decode_methods import Sweep, append_jsonl, read_rows, token_agreement
+from specdiff2.bench.decode_methods import Sweep, append_jsonl, token_agreement
 from specdiff2.bench.distill_arms import train_arm
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.cli import check_overrides, one_line_errors
@@ -38,6 +38,7 @@ from specdiff2.errors import ConfigError, require
 from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.pocket.world import ensure_pocket_world
 from specdiff2.report import build_report
+from specdiff2.report.rundata import read_jsonl
 from specdiff2.report.wandb_log import log_decode_row, log_table, open_run
 from specdiff2.training.pipeline import resolve_checkpoints
 
@@ -154,9 +155,9 @@ def stage_hf(plan: Plan, done: dict) -> dict:
     spec, world = plan.sweep.get("hf") or {}, done["pocket"]
     out = plan.run_dir / "hf" / "rows.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    have = {(r["set"], r["kind"]) for r in read_rows(out)}
+    have = {(r["set"], r["kind"]) for r in read_jsonl(out)}
     tok = load_tokenizer(Path(world["verifier"]))
-    refs = {r["set"]: r for r in read_rows(plan.run_dir / "decode" / "rows.jsonl")
+    refs = {r["set"]: r for r in read_jsonl(plan.run_dir / "decode" / "rows.jsonl")
             if r["sweep"] == "reference" and float(r["temperature"]) == 0.0 and "error" not in r}
     device, errors = pick_device("auto"), []
     for name in spec.get("sets", []):
@@ -182,7 +183,7 @@ def stage_hf(plan: Plan, done: dict) -> dict:
                 row["ar_tokens_per_s"] = ref["tokens_per_s"]
             append_jsonl(out, row)
             print(json.dumps({k: row[k] for k in ("set", "method", "tokens_per_s")}), flush=True)
-    return {"rows": len(read_rows(out)), "errors": errors, "device": _device()}
+    return {"rows": len(read_jsonl(out)), "errors": errors, "device": _device()}
 
 
 def stage_real_shapes(plan: Plan, _: dict) -> dict:
