@@ -30,8 +30,8 @@ from specdiff2.bench.common import compose
 from specdiff2.bench.real_shapes import SHAPES
 from specdiff2.models.checkpoint import read_config
 from specdiff2.models.config import ModelArgs
+from specdiff2.models.parallel import random_sharded_transformer
 from specdiff2.models.tokenizer import copy_tokenizer_files, load_tokenizer
-from specdiff2.models.transformer import Transformer
 from specdiff2.training.pipeline import run_distillation
 
 PROBE_LEN = 48
@@ -44,15 +44,10 @@ def write_drafter(like: Path, out: Path, shape: str = "qwen7b", shard_gb: float 
     verifier_cfg = read_config(like)
     fields = {**SHAPES[shape], "vocab_size": verifier_cfg["vocab_size"], "qkv_bias": True}
     args = ModelArgs(**fields)
-    with torch.device("meta"):
-        model = Transformer(args)
-    model = model.to(torch.bfloat16).to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(0)
+    model = random_sharded_transformer(args, None, torch.bfloat16, torch.device("cpu"))  # unsharded: tp=None
     out.mkdir(parents=True, exist_ok=True)
     shards, current, size, weight_map = [], {}, 0, {}
     for name, p in model.named_parameters():
-        with torch.no_grad():
-            p.fill_(1.0) if name.endswith("norm.weight") else p.normal_(0.0, 0.02, generator=gen)
         current[name] = p.data
         size += p.numel() * 2
         if size > shard_gb * 1e9:

@@ -111,11 +111,17 @@ def shard_module(model: Transformer, tp: TensorParallel) -> Transformer:
         attn = layer.self_attn
         attn.num_heads //= tp.world
         attn.num_kv_heads //= tp.world
-        if attn.o_proj.bias is not None and tp.rank != 0:  # the bias is added once, after the sum
-            attn.o_proj.bias.data.zero_()
         attn.tp = layer.mlp.tp = tp
     model.tp = tp
+    _bias_once(model, tp)
     return model
+
+
+def _bias_once(model: Transformer, tp: TensorParallel) -> None:
+    """The row-parallel o_proj bias is added once, after the sum: only rank 0 keeps it."""
+    for layer in model.model.layers:
+        if layer.self_attn.o_proj.bias is not None and tp.rank != 0:
+            layer.self_attn.o_proj.bias.data.zero_()
 
 
 def _owner(model: torch.nn.Module, name: str):
@@ -162,9 +168,7 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     if missing:
         raise ConfigError(f"{root} lacks {len(missing)} tensors for tensor-parallel loading (first: {missing[0]}); "
                           "pass an unmodified checkpoint directory")
-    for layer in model.model.layers:  # the o_proj bias is added once, after the sum: rank 0 keeps it
-        if layer.self_attn.o_proj.bias is not None and tp.rank != 0:
-            layer.self_attn.o_proj.bias.data.zero_()
+    _bias_once(model, tp)  # the loaded biases replaced the ones shard_module zeroed
     return model, config
 
 
