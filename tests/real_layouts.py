@@ -143,16 +143,20 @@ def _qwen_state(rows: int, n_real: int, seed: int, tied: bool = False) -> dict[s
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=rows, tie_word_embeddings=tied, **WIDTH))
+    state = _peaked_state(Qwen2ForCausalLM(Qwen2Config(vocab_size=rows, tie_word_embeddings=tied, **WIDTH)), n_real)
+    if tied:
+        state.pop("lm_head.weight")
+    return state
+
+
+def _peaked_state(model, n_real: int) -> dict[str, torch.Tensor]:
+    """Random weights with peaked logits (final-norm gain 4) and ids past the tokenizer never on top; its state."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(1.0 if "norm" in name else 0.0, 0.3)
         model.model.norm.weight.fill_(4.0)
         _zero_unused(model.lm_head.weight, n_real)
-    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
-    if tied:
-        state.pop("lm_head.weight")
-    return state
+    return {k: v.clone().contiguous() for k, v in model.state_dict().items()}
 
 
 def _noisy(state: dict, seed: int) -> dict:
@@ -302,12 +306,7 @@ def write_llada_family(root: Path) -> dict[str, Path]:
                num_attention_heads=4, num_key_value_heads=4, rope_theta=500000.0, rms_norm_eps=1e-5,
                max_position_embeddings=4096, bos_token_id=LLADA_BOS, eos_token_id=LLADA_EOS, tie_word_embeddings=False)
     model = LlamaForCausalLM(LlamaConfig(**cfg))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if "norm" in name else 0.0, 0.3)
-        model.model.norm.weight.fill_(4.0)
-        _zero_unused(model.lm_head.weight, n_real)
-    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    state = _peaked_state(model, n_real)
     _save_sharded(state, paths["llama"], shards=2)
     _write_json(paths["llama"] / "config.json", {**model.config.to_dict(), "model_type": "llama",
                                                  "architectures": ["LlamaForCausalLM"]})
