@@ -11,19 +11,13 @@ from specdiff2.data.windows import shared_layout
 from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.hf import read_config
 from specdiff2.pocket.pretrain import DenseDrafterObjective, alpha_metrics, train_anchors, val_anchors
+from tests.tiny_world import tiny_hf_qwen2
 
 GAMMA, MASK_ID, VOCAB, L = 4, 1, 40, 24
 
 
 def tiny_qwen2(seed=0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, use_cache=False)
-    cfg._attn_implementation = "sdpa"
-    return Qwen2ForCausalLM(cfg).float().eval()
+    return tiny_hf_qwen2(VOCAB, seed).eval()
 
 
 def alone(model, prefix, block):

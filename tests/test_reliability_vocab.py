@@ -24,13 +24,19 @@ def test_a_drafter_with_the_verifiers_tokenizer_passes(tiny_world):
     check_vocabularies(tiny_world.verifier, tiny_world.drafter)
 
 
-def test_a_drafter_with_two_swapped_tokens_is_refused(tiny_world, tmp_path):
-    bad = shutil.copytree(tiny_world.drafter, tmp_path / "drafter")
+def swapped_tokens(src, dst, at: int):
+    """A copy of checkpoint `src` whose tokenizer swaps the ids at ranks `at` and `at` + 1."""
+    bad = shutil.copytree(src, dst)
     tok = json.loads((bad / "tokenizer.json").read_text())
     vocab = tok["model"]["vocab"]
-    a, b = sorted(vocab, key=vocab.get)[100:102]
+    a, b = sorted(vocab, key=vocab.get)[at: at + 2]
     vocab[a], vocab[b] = vocab[b], vocab[a]
     (bad / "tokenizer.json").write_text(json.dumps(tok))
+    return bad
+
+
+def test_a_drafter_with_two_swapped_tokens_is_refused(tiny_world, tmp_path):
+    bad = swapped_tokens(tiny_world.drafter, tmp_path / "drafter", 100)
     with pytest.raises(SpecDiffError, match="tokenizers disagree on 2 ids") as err:
         check_vocabularies(tiny_world.verifier, bad)
     assert "\n" not in str(err.value)
@@ -59,12 +65,7 @@ def test_train_pipeline_refuses_a_swapped_token_drafter_before_any_work(micro_wo
     from specdiff2.training.pipeline import run_distillation
     from tests.test_training import micro_cfg
 
-    bad = shutil.copytree(micro_world.drafter, tmp_path / "drafter")
-    tok = json.loads((bad / "tokenizer.json").read_text())
-    vocab = tok["model"]["vocab"]
-    a, b = sorted(vocab, key=vocab.get)[200:202]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
-    (bad / "tokenizer.json").write_text(json.dumps(tok))
+    bad = swapped_tokens(micro_world.drafter, tmp_path / "drafter", 200)
     cfg = micro_cfg(micro_world, tmp_path / "cache", tmp_path / "run", f"drafter.path={bad}")
     with pytest.raises(SpecDiffError, match="tokenizers disagree"):
         run_distillation(instantiate(cfg.job))

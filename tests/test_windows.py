@@ -12,22 +12,16 @@ from specdiff2.data.windows import (
     window_targets,
     window_topk,
 )
-from specdiff2.losses import streak_loss
 from specdiff2.errors import CheckpointError
+from specdiff2.losses import streak_loss
 from specdiff2.models.diffusion import align_logits, prefix_attention
+from tests.tiny_world import tiny_hf_qwen2
 
 GAMMA, MASK_ID, VOCAB = 4, 1, 48
 
 
 def tiny_drafter(seed=0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, use_cache=False)
-    cfg._attn_implementation = "sdpa"
-    return Qwen2ForCausalLM(cfg).float()
+    return tiny_hf_qwen2(VOCAB, seed)
 
 
 def trajectories(n=3, seed=0):

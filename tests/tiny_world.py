@@ -117,3 +117,15 @@ def build_tiny_world(root: Path) -> TinyWorld:
     sha = [f"{i:016x}" for i in range(len(ids))]  # the pocket token dataset's file ids (corpus prompts name them)
     DatasetDict({"train": Dataset.from_dict({"input_ids": ids, "sha": sha})}).save_to_disk(str(root / "tokens"))
     return TinyWorld(root, tokens=root / "tokens", **paths)
+
+
+def tiny_hf_qwen2(vocab: int, seed: int = 0):
+    """A 2-layer, 32-wide HF Qwen2 (tied, SDPA, fp32) with `vocab` rows: the unit tests' drafter stand-in."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, use_cache=False)
+    cfg._attn_implementation = "sdpa"
+    return Qwen2ForCausalLM(cfg).float()
