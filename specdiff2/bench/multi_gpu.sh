@@ -2,7 +2,8 @@
 # Issue 15 on one host with N GPUs (run from the project root, the pocket world at $WORLD):
 #   STAGES="tp decode traj zero" N=2 OUT=outputs/multi_gpu bash specdiff2/bench/multi_gpu.sh
 # tp: TP verify-step latency, Qwen2.5-14B shape at TP=1 and TP=N, 32B shape at TP=N (random bf16 weights).
-# decode: decode.py greedy output with the verifier split over N GPUs equals the one-GPU output (pocket models).
+# decode: decode.py greedy output with the verifier split over N GPUs equals the one-GPU output (pocket models;
+#         DECODE_DTYPE=float32 by default, DECODE_EXTRA e.g. "compile=graph kernels=eager" skips torch.compile).
 # traj: sharded trajectory generation, one process per GPU, rank 1 SIGKILLed mid-run, resumed, compared with an
 #       uninterrupted one-process run of the same seed.
 # zero: DeepSpeed ZeRO-2/3 streak distillation of a Dream-7B-shape drafter (full and LoRA), export + reload.
@@ -15,13 +16,15 @@ mkdir -p "$OUT"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has tp; then
   TP1=${TP1_SHAPES:-qwen14b}; TPN=${TPN_SHAPES:-"qwen14b qwen32b"}
-  python3 -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TP1) --out "$OUT" --kinds graph,graph+block-compiled
-  $TR "$N" -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TPN) --out "$OUT" --kinds eager,graph,graph+block-compiled
+  python3 -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TP1) --out "$OUT" --kinds ${TP1_KINDS:-graph,graph+block-compiled}
+  $TR "$N" -m specdiff2.bench.tp_verify $(printf -- "--shape %s " $TPN) --out "$OUT" --kinds ${TPN_KINDS:-eager,graph,graph+block-compiled}
 fi
 if has decode; then
   COMMON="verifier.path=$WORLD/verifier verifier.pocket=false drafter.path=$WORLD/drafter drafter.pocket=false
     ar_drafter.path=$WORLD/ar_drafter ar_drafter.pocket=false data=humaneval data.prompts.limit=4 max_new_tokens=96
-    paths.data_dir=$DATA verifier.dtype=bfloat16 drafter.dtype=bfloat16 ar_drafter.dtype=bfloat16 max_seq_len=${MAX_SEQ_LEN:-1024}"
+    paths.data_dir=$DATA max_seq_len=${MAX_SEQ_LEN:-1024} ${DECODE_EXTRA:-}"
+  DT=${DECODE_DTYPE:-float32}  # fp32: the all-reduce sums partial products in another order, bf16 could flip a near-tie
+  COMMON="$COMMON verifier.dtype=$DT drafter.dtype=$DT ar_drafter.dtype=$DT"
   for m in ${DECODE_METHODS:-ar sd_ar specdiff}; do
     python3 decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp1_$m" 2>&1 | tail -3
     $TR "$N" decode.py decode=$m $COMMON hydra.run.dir="$OUT/decode_tp${N}_$m" 2>&1 | tail -3
