@@ -222,3 +222,17 @@ def test_a_row_that_failed_then_succeeded_is_not_reported_as_failed(tmp_path):
         f.write("\n" + json.dumps(fixed) + "\n")
     run = load_run(root)
     assert run.errors == [] and any(r["overrides"] == "decode=bogus" for r in run.rows)
+
+
+def test_projected_speedup_claim_is_labelled_and_judged_on_the_projection(tmp_path):
+    run = load_run(make_run_dir(tmp_path))
+    projection = [{"profile": "streak / humaneval", "target": "Qwen2.5-72B", "speedup": 3.0, "tau": 3.5},
+                  {"profile": "streak / humaneval", "target": "Qwen2.5-7B", "speedup": 9.0, "tau": 3.5},
+                  {"profile": "ce / humaneval", "target": "Qwen2.5-72B", "speedup": 9.0, "tau": 3.5},
+                  {"profile": "streak / gsm8k", "target": "Qwen2.5-72B", "speedup": 2.0, "tau": 2.0}]
+    projected = {c.set: c for c in evaluate_claims(run, projection) if "projected" in c.claim}
+    assert set(projected) == {"humaneval", "gsm8k"}  # streak arm, 72B target only
+    assert projected["humaneval"].verdict == "reproduced (projected)"  # 3.0 >= 1 + (4.22 - 1) / 2
+    assert projected["gsm8k"].verdict == "refuted (projected)"
+    assert all(c.reason.startswith("projection, not a measurement") for c in projected.values())
+    assert not [c for c in evaluate_claims(run) if "projected" in c.claim]

@@ -55,9 +55,9 @@ def write_csv(run: RunData, path: Path) -> None:
 def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     run = load_run(run_dir)
     figures = make_figures(run, run.root / "figures")
-    claims = evaluate_claims(run)
     costs = step_costs(run)
     projection = projection_table(projection_profiles(run), costs)
+    claims = evaluate_claims(run, projection)
     notes = figure_notes(run)
     parts = [f"# Reproduction report: {run.root.name}", "",
              ("Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "

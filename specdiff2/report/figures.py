@@ -56,6 +56,7 @@ def tps_vs_k(run: RunData, out: Path) -> Path | None:
         ax.set(title=f"self-selection, {s}, {d} drafter", xlabel="K drafts", ylabel=f"tok/s ({run.device})",
                xscale="log")
         ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks([], minor=True)  # a log axis spanning < 1 decade labels its minor ticks as 2x10^0 ...
         ax.legend(fontsize=7, title="drafter temp.")
     return _save(fig, out / "tps_vs_k.png")
 

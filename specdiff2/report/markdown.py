@@ -75,7 +75,9 @@ def claims_section(results: list[ClaimResult]) -> str:
     rows = [[c.claim, c.paper, c.set, c.pocket, f"**{c.verdict}**", c.reason] for c in results]
     rule = ("Verdict rule (specdiff2/report/claims.py): *reproduced* when the pocket gain (ratio − 1) is at least "
             "half the paper's, or the claimed best setting is the pocket's best; *refuted* when the data miss that; "
-            "*not comparable* when rows are missing or a wall-clock claim was timed on CPU.")
+            "*not comparable* when rows are missing or a wall-clock claim was timed on CPU. Wall-clock reasons give "
+            "the pocket drafter's time relative to the verifier's; *(projected)* verdicts judge the projection "
+            "section's speed-up (measured α, real-shape step costs), not a timing.")
     return "## Claims\n\n" + rule + "\n\n" + table(["claim", "paper", "set", "pocket", "verdict", "why"], rows)
 
 
