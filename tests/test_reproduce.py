@@ -149,6 +149,17 @@ def test_sweep_rows_resume_and_errors_stay_rows(tiny_world, tmp_path):
     assert len([r for r in rows if "error" not in r]) == 3 and len([r for r in rows if "error" in r]) == 4
 
 
+def test_a_set_may_carry_its_own_prompt_count(tiny_world, tmp_path):
+    w = tiny_world
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"def f{i}(x):\n    return"}) + "\n" for i in range(5)))
+    spec = _sweep_spec(prompts)
+    spec["sets"]["toy3"] = [*spec["sets"]["toy"], "data.prompts.limit=3"]  # the sweep's own count is 1
+    base = [f"verifier.path={w.verifier}", "verifier.pocket=false", "max_seq_len=128", "device=cpu"]
+    sweep = Sweep(spec, base, {}, tmp_path / "rows.jsonl", log=lambda _: None)
+    assert {name: len(p) for name, p in sweep.prompts.items()} == {"toy": 1, "toy3": 3}
+
+
 MICRO = ["pocket.vocab_size=1024", "pocket.seq_len=512", "pocket.corpus.max_bytes=1500000",
          "pocket.corpus.tokenizer_train_bytes=300000", "pocket.val_batches=2", "pocket.val_every=15",
          *[f"pocket.{m}.{k}={v}" for m in ("verifier", "ar_drafter", "drafter")

@@ -133,7 +133,8 @@ class Sweep:
         self.prompts = {name: self._prompts(over) for name, over in spec["sets"].items()}
 
     def _prompts(self, set_overrides: list[str]) -> list[tuple[str, list[int]]]:
-        cfg = compose("decode", [*self.base, *set_overrides, f"data.prompts.limit={self.spec['prompts']}"])
+        # the sweep's prompt count first: a set may carry its own data.prompts.limit
+        cfg = compose("decode", [*self.base, f"data.prompts.limit={self.spec['prompts']}", *set_overrides])
         return [(p.id, self.tok(p.text, add_special_tokens=False)["input_ids"])
                 for p in load_prompts(instantiate(cfg.data.prompts))]
 

@@ -164,8 +164,8 @@ def stage_hf(plan: Plan, done: dict) -> dict:
         kinds = [k for k in spec.get("methods", []) if (name, k) not in have]
         if not kinds:
             continue
-        cfg = compose("decode", [*plan.decode_overrides(), *plan.sweep["sets"][name],
-                                 f"data.prompts.limit={plan.sweep['prompts']}"])
+        cfg = compose("decode", [*plan.decode_overrides(), f"data.prompts.limit={plan.sweep['prompts']}",
+                                 *plan.sweep["sets"][name]])  # a set's own limit wins, as in the decode sweep
         prompts = _prompts(cfg, tok)
         try:
             rows = hf_rows(world["verifier"], world["ar_drafter"], prompts, plan.sweep["max_new_tokens"],
