@@ -131,6 +131,26 @@ def reload_logits(export: Path, base: Path, lora: bool) -> dict[str, float]:
     return out
 
 
+def merged_vs_adapter_fp32(export: Path, base: Path) -> float:
+    """Max |Δ logit| between the merged HF export and base + PEFT adapter, both reloaded in fp32: the export's
+    correctness apart from bf16 rounding (which the probe comparisons above include)."""
+    from peft import PeftModel
+
+    from specdiff2.models.hf import load_hf_drafter
+
+    ids = torch.arange(PROBE_LEN, device=DEVICE)[None] % 100 + 10
+    with torch.no_grad():
+        merged = load_hf_drafter(export / "drafter", torch.float32).to(DEVICE).eval()
+        merged_logits = merged(input_ids=ids).logits.cpu()
+        del merged
+        model = PeftModel.from_pretrained(load_hf_drafter(base, torch.float32).to(DEVICE), str(export / "adapter"))
+        adapter_logits = model.eval()(input_ids=ids).logits.float().cpu()
+        del model
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    return float((merged_logits - adapter_logits).abs().max())
+
+
 def run(out: Path, overrides: list[str], consolidate: bool) -> None:
     cfg = compose("train", [f"paths.output_dir={out}", *overrides])
     job = instantiate(cfg.job)
@@ -151,6 +171,8 @@ def run(out: Path, overrides: list[str], consolidate: bool) -> None:
     export = out / "export"
     reloads = reload_logits(export, Path(cfg.drafter.path), lora)
     diffs = {k: float((v - probe.logits).abs().max()) for k, v in reloads.items()}
+    if lora:
+        diffs["merged_vs_adapter_fp32"] = merged_vs_adapter_fp32(export, Path(cfg.drafter.path))
     if consolidate:
         diffs.update(_consolidated_diff(out, job, export))
     steady = sorted(probe.step_ms[2:] or probe.step_ms)  # the first steps include DeepSpeed's lazy set-up
