@@ -68,6 +68,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 12 s: two gloo processes (GPU TP == 1 GPU was measured with bench/multi_gpu.sh)
 def test_two_rank_verifier_matches_one_process(tiny_world, tmp_path, monkeypatch):
     paths = {k: str(getattr(tiny_world, k)) for k in ("verifier", "ar_drafter", "drafter")}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -56,6 +57,7 @@ warnings.warn("an unrelated warning stays", UserWarning)
 """
 
 
+@pytest.mark.slow  # 8 s: a train.py subprocess
 def test_lightning_lines_print_once_and_the_repeated_chatter_is_filtered():
     res = subprocess.run([sys.executable, "-c", SCRIPT], check=False, capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
