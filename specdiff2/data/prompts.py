@@ -11,6 +11,9 @@ from pathlib import Path
 from specdiff2.data.heldout import heldout_functions
 from specdiff2.errors import ConfigError, DataError
 
+# Spec-Bench's question.jsonl stores its MT-bench task under MT-bench's own 8 categories
+MT_BENCH = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
+
 FILES = {
     "humaneval": "humaneval/HumanEval.jsonl.gz",
     "gsm8k": "gsm8k/test.jsonl",
@@ -39,7 +42,8 @@ class PromptSource:
     path: str | None = None
     limit: int | None = None
     offset: int = 0
-    category: str | None = None  # Spec-Bench subtask (mt_bench, translation, summarization, qa, math_reasoning, rag)
+    category: str | None = None  # Spec-Bench task (mt_bench, translation, summarization, qa, math_reasoning, rag)
+    # or one of MT-bench's categories (writing, coding, ...)
     gsm8k_template: str = "Question: {question}\nAnswer:"
     packages: list[str] | None = None  # heldout: the packages held out of the corpus
     roots: list[str] | None = None  # heldout: where they are installed (None: this interpreter's)
@@ -85,6 +89,15 @@ def _select(prompts: list[Prompt], source: PromptSource, where) -> list[Prompt]:
     return prompts
 
 
+def _spec_bench_task(rows: list[dict], category: str, path: Path) -> list[dict]:
+    wanted = MT_BENCH if category == "mt_bench" else (category,)
+    picked = [r for r in rows if r.get("category") in wanted]
+    if not picked:
+        have = sorted({str(r.get("category")) for r in rows})
+        raise DataError(f"{path} has no Spec-Bench category {category!r}; use mt_bench or one of {have}")
+    return picked
+
+
 def load_prompts(source: PromptSource) -> list[Prompt]:
     if source.name == "heldout":
         functions = heldout_functions(list(source.packages or []), source.roots, source.max_prompt_chars)
@@ -99,7 +112,7 @@ def load_prompts(source: PromptSource) -> list[Prompt]:
         raise DataError(f"unknown prompt set {source.name!r}; use one of {sorted(FILES) + ['heldout', 'jsonl']}")
     rows = _read_jsonl(path)
     if source.name == "spec_bench" and source.category:
-        rows = [r for r in rows if r.get("category") == source.category]
+        rows = _spec_bench_task(rows, source.category, path)
     prompts = []
     for n, row in enumerate(rows):
         if source.name == "gsm8k":
