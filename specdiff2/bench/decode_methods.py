@@ -111,6 +111,17 @@ def append_jsonl(path: Path, row: dict) -> None:
         f.write(("\n" if cut else "") + json.dumps(row) + "\n")
 
 
+def compose_set(base: list[str], count: int, set_overrides: list[str]):
+    """The decode config of one prompt set: the sweep's prompt count first, so a set may carry its own limit."""
+    return compose("decode", [*base, f"data.prompts.limit={count}", *set_overrides])
+
+
+def set_prompts(cfg, tok) -> list[tuple[str, list[int]]]:
+    """(prompt id, verifier token ids) of a composed set's prompts."""
+    return [(p.id, tok(p.text, add_special_tokens=False)["input_ids"])
+            for p in load_prompts(instantiate(cfg.data.prompts))]
+
+
 def row_key(row: dict) -> tuple:
     return tuple(str(row[k]) for k in ROW_KEYS)
 
@@ -130,13 +141,8 @@ class Sweep:
         self.models = SharedModels(self.verifier, self.tok)
         dev = self.verifier.device
         self.device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
-        self.prompts = {name: self._prompts(over) for name, over in spec["sets"].items()}
-
-    def _prompts(self, set_overrides: list[str]) -> list[tuple[str, list[int]]]:
-        # the sweep's prompt count first: a set may carry its own data.prompts.limit
-        cfg = compose("decode", [*self.base, f"data.prompts.limit={self.spec['prompts']}", *set_overrides])
-        return [(p.id, self.tok(p.text, add_special_tokens=False)["input_ids"])
-                for p in load_prompts(instantiate(cfg.data.prompts))]
+        self.prompts = {name: set_prompts(compose_set(base_overrides, spec["prompts"], over), self.tok)
+                        for name, over in spec["sets"].items()}
 
     def grids(self) -> list[dict]:
         reference = {"name": "reference", "drafters": ["pocket"], "methods": [self.spec["reference"]]}

@@ -28,11 +28,10 @@ from omegaconf import OmegaConf
 
 from specdiff2.bench import real_shapes
 from specdiff2.bench.common import compose
-from specdiff2.bench.decode_methods import Sweep, append_jsonl, token_agreement
+from specdiff2.bench.decode_methods import Sweep, append_jsonl, compose_set, set_prompts, token_agreement
 from specdiff2.bench.distill_arms import train_arm
 from specdiff2.bench.hf_baselines import hf_rows
 from specdiff2.cli import check_overrides, one_line_errors
-from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.run import pick_device
 from specdiff2.errors import ConfigError, require
 from specdiff2.models.tokenizer import load_tokenizer
@@ -164,9 +163,8 @@ def stage_hf(plan: Plan, done: dict) -> dict:
         kinds = [k for k in spec.get("methods", []) if (name, k) not in have]
         if not kinds:
             continue
-        cfg = compose("decode", [*plan.decode_overrides(), f"data.prompts.limit={plan.sweep['prompts']}",
-                                 *plan.sweep["sets"][name]])  # a set's own limit wins, as in the decode sweep
-        prompts = _prompts(cfg, tok)
+        cfg = compose_set(plan.decode_overrides(), plan.sweep["prompts"], plan.sweep["sets"][name])
+        prompts = [ids for _, ids in set_prompts(cfg, tok)]
         try:
             rows = hf_rows(world["verifier"], world["ar_drafter"], prompts, plan.sweep["max_new_tokens"],
                            tok.eos_token_id, kinds=kinds, schedules=[tuple(s) for s in spec.get("schedules", [])],
@@ -217,10 +215,6 @@ def _device() -> str:
 
 def _dtype(cfg) -> torch.dtype:
     return torch.bfloat16 if cfg.verifier.dtype == "bfloat16" else torch.float32
-
-
-def _prompts(cfg, tok) -> list[list[int]]:
-    return [tok(p.text, add_special_tokens=False)["input_ids"] for p in load_prompts(instantiate(cfg.data.prompts))]
 
 
 def run_stages(plan: Plan, runners: dict[str, Callable[[Plan, dict], dict]] = RUNNERS,
