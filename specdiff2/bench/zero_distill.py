@@ -96,7 +96,7 @@ class LogitsProbe(L.Callback):
 
     def on_train_end(self, trainer, module):
         self.peak_gb = torch.cuda.max_memory_allocated() / 1e9 if DEVICE == "cuda" else 0.0
-        ids = torch.arange(PROBE_LEN, device=module.device)[None] % 100 + 10  # (1, L)
+        ids = probe_ids(module.device)
         training = module.drafter.training
         module.drafter.eval()  # LoRA dropout off: the reloads below run in eval mode too
         with torch.no_grad():
@@ -104,51 +104,55 @@ class LogitsProbe(L.Callback):
         module.drafter.train(training)
 
 
-def reload_logits(export: Path, base: Path, lora: bool) -> dict[str, float]:
-    """Max |Δ logit| of one-process reloads of the export, in bf16 on cuda:0, against the probe."""
-    from specdiff2.models.checkpoint import load_transformer
+def probe_ids(device) -> torch.Tensor:
+    return torch.arange(PROBE_LEN, device=device)[None] % 100 + 10  # (1, L)
+
+
+@torch.no_grad()
+def _hf_logits(path: Path, dtype: torch.dtype) -> torch.Tensor:
     from specdiff2.models.hf import load_hf_drafter
 
-    ids = torch.arange(PROBE_LEN, device=DEVICE)[None] % 100 + 10
-    out = {}
-    hf = load_hf_drafter(export / "drafter", torch.bfloat16).to(DEVICE).eval()
-    with torch.no_grad():
-        out["hf_export"] = hf(input_ids=ids).logits.float().cpu()
-    del hf
-    engine, _ = load_transformer(export / "drafter", torch.bfloat16, DEVICE)
-    with torch.no_grad():
-        out["engine_export"] = engine(ids, torch.arange(PROBE_LEN, device=DEVICE)[None]).float().cpu()
-    del engine
-    if lora:
-        from peft import PeftModel
+    model = load_hf_drafter(path, dtype).to(DEVICE).eval()
+    return model(input_ids=probe_ids(DEVICE)).logits.float().cpu()  # (1, L, V)
 
-        model = PeftModel.from_pretrained(load_hf_drafter(base, torch.bfloat16).to(DEVICE), str(export / "adapter"))
-        with torch.no_grad():
-            out["peft_adapter"] = model(input_ids=ids).logits.float().cpu()
-        del model
+
+@torch.no_grad()
+def _adapter_logits(base: Path, adapter: Path, dtype: torch.dtype) -> torch.Tensor:
+    from peft import PeftModel
+
+    from specdiff2.models.hf import load_hf_drafter
+
+    model = PeftModel.from_pretrained(load_hf_drafter(base, dtype).to(DEVICE), str(adapter)).eval()
+    return model(input_ids=probe_ids(DEVICE)).logits.float().cpu()  # (1, L, V)
+
+
+def _free() -> None:
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
+
+
+def reload_logits(export: Path, base: Path, lora: bool) -> dict[str, torch.Tensor]:
+    """Logits of one-process reloads of the export, in bf16 on cuda:0, to compare with the probe."""
+    from specdiff2.models.checkpoint import load_transformer
+
+    out = {"hf_export": _hf_logits(export / "drafter", torch.bfloat16)}
+    engine, _ = load_transformer(export / "drafter", torch.bfloat16, DEVICE)
+    with torch.no_grad():
+        out["engine_export"] = engine(probe_ids(DEVICE), torch.arange(PROBE_LEN, device=DEVICE)[None]).float().cpu()
+    del engine
+    if lora:
+        out["peft_adapter"] = _adapter_logits(base, export / "adapter", torch.bfloat16)
+    _free()
     return out
 
 
 def merged_vs_adapter_fp32(export: Path, base: Path) -> float:
     """Max |Δ logit| between the merged HF export and base + PEFT adapter, both reloaded in fp32: the export's
     correctness apart from bf16 rounding (which the probe comparisons above include)."""
-    from peft import PeftModel
-
-    from specdiff2.models.hf import load_hf_drafter
-
-    ids = torch.arange(PROBE_LEN, device=DEVICE)[None] % 100 + 10
-    with torch.no_grad():
-        merged = load_hf_drafter(export / "drafter", torch.float32).to(DEVICE).eval()
-        merged_logits = merged(input_ids=ids).logits.cpu()
-        del merged
-        model = PeftModel.from_pretrained(load_hf_drafter(base, torch.float32).to(DEVICE), str(export / "adapter"))
-        adapter_logits = model.eval()(input_ids=ids).logits.float().cpu()
-        del model
-    if DEVICE == "cuda":
-        torch.cuda.empty_cache()
-    return float((merged_logits - adapter_logits).abs().max())
+    merged = _hf_logits(export / "drafter", torch.float32)
+    adapter = _adapter_logits(base, export / "adapter", torch.float32)
+    _free()
+    return float((merged - adapter).abs().max())
 
 
 def run(out: Path, overrides: list[str], consolidate: bool) -> None:
