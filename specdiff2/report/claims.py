@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from specdiff2.report.rundata import RunData
 
 LATE_FROM = 8  # "late window positions": j >= 8 of a γ=16 window
+CPU_TIMED = ("not comparable", "tok/s timed on CPU (tiny models): not the GPU regime")
 
 
 @dataclass
@@ -48,7 +49,7 @@ def gain_verdict(ratio: float | None, paper_ratio: float, speed: bool, run: RunD
     if ratio is None:
         return "not comparable", "no rows for this comparison in the run"
     if speed and on_cpu(run):
-        return "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime of the paper"
+        return CPU_TIMED[0], CPU_TIMED[1] + " of the paper"
     need = 1 + 0.5 * (paper_ratio - 1)
     if ratio >= need:
         return "reproduced", f"{ratio:.2f}x >= {need:.2f}x (half the paper's gain)"
@@ -90,8 +91,8 @@ def streak_vs_ce(run: RunData) -> list[ClaimResult]:
         if late_s is None or late_c is None:
             v, why, shown = "not comparable", f"no α_j for j >= {LATE_FROM} (γ < {LATE_FROM})", "–"
         elif late_c == 0 and late_s == 0:
-            v, why, shown = ("not comparable", f"neither arm accepts any position j >= {LATE_FROM} in "
-                             f"{_steps(streak, ce)} verifier steps", "0 vs 0")
+            why = f"neither arm accepts any position j >= {LATE_FROM} in {_steps(streak, ce)} verifier steps"
+            v, shown = "not comparable", "0 vs 0"
         else:
             ratio = late_s / late_c if late_c > 0 else float("inf")
             v, why = gain_verdict(ratio, 3.2, False, run)
@@ -140,7 +141,7 @@ def _self_selection(run: RunData, grid: dict, s: str) -> list[ClaimResult]:
                                f"best of {sorted(at8)} is {t_best:g}"))
     elif len(at8) >= 2:
         out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
-                               "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime"))
+                               *CPU_TIMED))
     if (8, 0.1) in grid and (1, 0.1) in grid:
         tau = grid[(8, 0.1)]["mean_accept_len"] / max(grid[(1, 0.1)]["mean_accept_len"], 1e-9)
         ok = tau <= 1.05
@@ -170,7 +171,7 @@ def diffuspec(run: RunData) -> list[ClaimResult]:
             ratio = both["tokens_per_s"] / max(fixed["tokens_per_s"], 1e-9)
             tau = both["mean_accept_len"] / max(fixed["mean_accept_len"], 1e-9)
             if on_cpu(run):
-                verdict, why = "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime"
+                verdict, why = CPU_TIMED
             else:
                 verdict, why = ("reproduced", "CPS+ADL faster") if ratio > 1 else ("refuted", "fixed length faster")
             out.append(ClaimResult("DiffuSpec: CPS+ADL over fixed draft length", "> 1x", s,
@@ -196,7 +197,7 @@ def specdiff_gamma_steps(run: RunData) -> list[ClaimResult]:
         best = max(cells, key=lambda c: cells[c]["tokens_per_s"])
         shown = f"best γ={best[0]}, T={best[1]} ({cells[best]['tokens_per_s']:.0f} tok/s)"
         if on_cpu(run):
-            verdict, why = "not comparable", "tok/s timed on CPU (tiny models): not the GPU regime"
+            verdict, why = CPU_TIMED
         elif not any(10 <= g <= 20 for g in gammas) or not any(4 <= t <= 6 for t in steps):
             verdict, why = "not comparable", f"grid γ {sorted(gammas)} × T {sorted(steps)} misses γ 10-20 or T 4-6"
         else:
