@@ -121,9 +121,9 @@ def stage_trajectories(plan: Plan, _: dict) -> dict:
 def stage_arms(plan: Plan, _: dict) -> dict:
     arms = {}
     for arm, overrides in plan.arms.items():
-        marker = plan.run_dir / "arms" / arm / "done.json"
-        if marker.is_file():
-            arms[arm] = json.loads(marker.read_text())
+        finished = read_done(plan.run_dir / "arms", arm)
+        if finished is not None:
+            arms[arm] = finished
             continue
         run_dir = plan.run_dir / "arms" / arm / "run"
         shutil.rmtree(run_dir, ignore_errors=True)  # a killed arm starts again from step 0
@@ -131,7 +131,7 @@ def stage_arms(plan: Plan, _: dict) -> dict:
         info = {"drafter": str(summary["sections"]["export"]["drafter"]), "wall_s": summary["wall_s"],
                 "val_before": summary.get("val_before"), "val_after": summary.get("val_after"),
                 "training": summary["sections"].get("training"), "overrides": overrides}
-        arms[arm] = write_done(marker, info)
+        arms[arm] = write_done(done_path(plan.run_dir / "arms", arm), info)
         print(json.dumps({"arm": arm, "wall_s": info["wall_s"]}), flush=True)
     return {"arms": arms}
 
