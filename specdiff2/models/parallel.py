@@ -104,7 +104,8 @@ def shard_module(model: Transformer, tp: TensorParallel) -> Transformer:
         dim = shard_dim(name)
         if dim is None:
             continue
-        owner, attr = _owner(model, name)
+        path, _, attr = name.rpartition(".")
+        owner = model.get_submodule(path)
         part = param.data.narrow(dim, local_slice(param.shape[dim], tp).start, param.shape[dim] // tp.world)
         setattr(owner, attr, torch.nn.Parameter(part.contiguous(), requires_grad=False))
     for layer in model.model.layers:
@@ -122,14 +123,6 @@ def _bias_once(model: Transformer, tp: TensorParallel) -> None:
     for layer in model.model.layers:
         if layer.self_attn.o_proj.bias is not None and tp.rank != 0:
             layer.self_attn.o_proj.bias.data.zero_()
-
-
-def _owner(model: torch.nn.Module, name: str):
-    *path, attr = name.split(".")
-    owner = model
-    for part in path:
-        owner = getattr(owner, part)
-    return owner, attr
 
 
 def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.dtype,
