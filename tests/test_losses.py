@@ -253,6 +253,17 @@ def test_sample_mask_respects_protect_and_ratio():
     assert torch.equal(masked, sample_mask(targets, t, _gen(10), protect))  # reproducible from the generator
 
 
+def test_mdlm_noise_draws_t_uniform_on_t_min_to_1_without_an_atom():
+    """Issue 22 item 14: the docstring's t ~ U(T_MIN, 1); a clamp of U(0, 1) put mass T_MIN at t = T_MIN."""
+    from specdiff2.losses.diffusion import T_MIN, mdlm_noise
+
+    clean = torch.zeros(200_000, 1, dtype=torch.long)
+    _, _, t = mdlm_noise(clean, mask_token_id=1, generator=_gen(0))
+    assert float(t.min()) >= T_MIN and float(t.max()) < 1.0
+    assert int((t == T_MIN).sum()) == 0  # the clamp gave ~200 draws exactly at T_MIN
+    assert abs(float(t.double().mean()) - (1 + T_MIN) / 2) < 0.005
+
+
 def test_loss_mix_weighted_sum_and_components():
     g = _gen(11)
     logits = torch.randn(2, 4, 6, generator=g, dtype=F64, requires_grad=True)

@@ -45,7 +45,8 @@ def mdlm_noise(clean: Tensor, mask_token_id: int, generator: torch.Generator | N
 
     clean (B, L) long. Returns noisy (B, L) (clean with MASK where masked), masked (B, L) bool, t (B,).
     """
-    t = torch.rand(clean.shape[0], device=clean.device, generator=generator).clamp_min(T_MIN)  # (B,)
+    # An affine map, not a clamp: a clamp would put an atom of mass T_MIN at t = T_MIN (weight 1/t at its largest).
+    t = T_MIN + (1.0 - T_MIN) * torch.rand(clean.shape[0], device=clean.device, generator=generator)  # (B,)
     masked = sample_mask(clean, t, generator=generator, protect=protect)  # (B, L)
     noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)  # (B, L)
     return noisy, masked, t
