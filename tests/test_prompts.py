@@ -29,3 +29,8 @@ def test_mt_bench_is_its_eight_categories_and_each_category_works(data_dir):
 def test_an_unknown_category_names_the_ones_there(data_dir):
     with pytest.raises(DataError, match=r"no Spec-Bench category 'mtbench'; use mt_bench or one of \[.*'qa'"):
         load_prompts(PromptSource(name="spec_bench", data_dir=str(data_dir), category="mtbench"))
+
+
+def test_a_directory_as_the_prompt_file_is_named_a_directory(tmp_path):
+    with pytest.raises(DataError, match=r"prompt file .* is a directory; pass the \.jsonl file inside it"):
+        load_prompts(PromptSource(name="jsonl", path=str(tmp_path)))

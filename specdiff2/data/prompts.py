@@ -57,6 +57,9 @@ class PromptSource:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    if path.is_dir():
+        raise DataError(f"prompt file {path} is a directory; pass the .jsonl file inside it as "
+                        "data.prompts.path=FILE.jsonl (with data=jsonl)")
     if not path.is_file():
         raise DataError(f"prompt file {path} not found; pass data=jsonl data.prompts.path=FILE.jsonl or fix paths.data_dir")
     opener = gzip.open if path.suffix == ".gz" else open
