@@ -21,10 +21,10 @@ from specdiff2.decode.rules import auto_rule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.errors import ConfigError
+from specdiff2.errors import CheckpointError, ConfigError
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.config import ModelArgs
-from specdiff2.models.parallel import TensorParallel, check_divisible, shard_dim
+from specdiff2.models.parallel import TensorParallel, check_divisible, load_sharded_transformer, shard_dim
 from specdiff2.models.refs import CheckpointRef
 
 TEXTS = ["def add(a, b):\n    return", "class Foo:\n    def __init__(self"]
@@ -95,3 +95,49 @@ def test_shard_plan_and_divisibility(tiny_world):
     with pytest.raises(ConfigError, match="num_key_value_heads .* divisible by 4"):
         check_divisible(args, 4)
     assert TensorParallel(0, 2).world == 2
+
+
+def _nan_copy(verifier: Path, out: Path, row: int) -> Path:
+    """The verifier with one NaN in q_proj row `row` of layer 0 (rows 0..half-1 are rank 0's under 2-way TP)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(verifier, out)
+    state = load_file(out / "model.safetensors")
+    state["model.layers.0.self_attn.q_proj.weight"][row, 0] = float("nan")
+    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def test_tensor_parallel_load_refuses_nonfinite_weights_like_the_one_gpu_load(tiny_world, tmp_path):
+    """Issue 22 item 10: the sliced loader runs the finiteness check of load_transformer (on its own slices)."""
+    bad = _nan_copy(Path(tiny_world.verifier), tmp_path / "nan", row=0)
+    with pytest.raises(CheckpointError, match="q_proj.weight .* NaN or inf"):
+        load_transformer(bad)
+    with pytest.raises(CheckpointError, match="q_proj.weight .* NaN or inf"):
+        load_sharded_transformer(bad, TensorParallel(0, 2), torch.float32, CPU)
+    load_sharded_transformer(bad, TensorParallel(1, 2), torch.float32, CPU)  # rank 1's slice alone is finite
+
+
+def _nan_worker(rank: int, world: int, port: int, path: str, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        load_verifier(CheckpointRef("verifier", path), CPU, 64)
+        outcome = "loaded"
+    except CheckpointError as err:
+        outcome = str(err)
+    Path(out_dir, f"rank{rank}.txt").write_text(outcome)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two gloo processes (~8 s)
+def test_a_nan_in_one_ranks_slice_stops_every_rank(tiny_world, tmp_path, monkeypatch):
+    bad = _nan_copy(Path(tiny_world.verifier), tmp_path / "nan", row=-1)  # the last row: rank 1's slice
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    mp.start_processes(_nan_worker, args=(2, _free_port(), str(bad), str(tmp_path)), nprocs=2, start_method="spawn")
+    for rank in range(2):
+        assert "q_proj.weight" in (tmp_path / f"rank{rank}.txt").read_text(), rank

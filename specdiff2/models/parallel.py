@@ -21,9 +21,9 @@ import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 from safetensors import safe_open
 
-from specdiff2.errors import ConfigError
+from specdiff2.errors import CheckpointError, ConfigError
 from specdiff2.models.archs import arch_for
-from specdiff2.models.checkpoint import _checkpoint_dir, _weight_files, read_config
+from specdiff2.models.checkpoint import _checkpoint_dir, _weight_files, check_finite, read_config
 from specdiff2.models.config import ModelArgs
 from specdiff2.models.transformer import Transformer
 
@@ -137,7 +137,7 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
     shard_module(model, tp)
     model.to(dtype).to_empty(device=device)  # dtype first: a meta model allocates nothing
     wanted = dict(model.named_parameters())
-    seen = set()
+    seen, bad = set(), None
     for file in _weight_files(root):
         with safe_open(str(file), framework="pt", device="cpu") as handle:
             for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
@@ -151,9 +151,11 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
                     tensor = tensor[tuple(index)]
                 else:
                     tensor = tensor[:]
+                bad = bad or _nonfinite(name, tensor, root)
                 with torch.no_grad():
                     wanted[name].copy_(tensor.to(dtype))
                 seen.add(name)
+    _agree_finite(bad, tp)
     if args.tie_word_embeddings:
         model.tie_weights()
         seen.add("lm_head.weight")
@@ -163,6 +165,27 @@ def load_sharded_transformer(path: str | Path, tp: TensorParallel, dtype: torch.
                           "pass an unmodified checkpoint directory")
     _bias_once(model, tp)  # the loaded biases replaced the ones shard_module zeroed
     return model, config
+
+
+def _nonfinite(name: str, tensor: torch.Tensor, root: Path) -> str | None:
+    """check_finite's line for this rank's slice of one tensor (the one-GPU load checks every weight too)."""
+    try:
+        check_finite([(name, tensor)], root)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
+def _agree_finite(bad: str | None, tp: TensorParallel) -> None:
+    """Raise on every rank when any rank read a NaN/inf slice: a rank that raised alone would leave the others
+    waiting in their first all-reduce."""
+    found = [bad]
+    if dist.is_initialized():
+        found = [None] * dist.get_world_size(tp.group)
+        dist.all_gather_object(found, bad, group=tp.group)
+    first = next((line for line in found if line), None)
+    if first:
+        raise CheckpointError(first)
 
 
 def random_sharded_transformer(args: ModelArgs, tp: TensorParallel | None, dtype: torch.dtype,
