@@ -15,7 +15,7 @@ from specdiff2.cli import _user_error
 from specdiff2.decode.diffuspec.ngram import NGramModel
 from specdiff2.decode.diffuspec.proxies import NGramProxy
 from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
-from specdiff2.decode.draft import Draft
+from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_ar_drafter, load_diffusion_drafter, load_verifier
 from specdiff2.decode.rules import (
@@ -28,11 +28,12 @@ from specdiff2.decode.rules import (
 )
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
-from specdiff2.decode.strategies.base import DraftStrategy
+from specdiff2.decode.strategies.base import DraftStrategy, Stateless, StepInput, clamp_limit
 from specdiff2.decode.strategies.self_select import SelfSelectStrategy
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
+from tests.nosync import engine_step_syncs
 from tests.stats import chi2_fits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,35 +106,31 @@ def test_copied_drafters_get_drafts_accepted(world, greedy_reference):
         assert 0.3 < alpha_1 and sum(x["mean_accept_len"] for x in m) / len(m) > 1.3
 
 
-class OracleTree:
-    """Test strategy: a trie of K drafts, one of them the verifier's own greedy continuation."""
+class OracleTree(Stateless):
+    """Test strategy: K chains, one of them the verifier's own greedy continuation (host-side: eager engines only)."""
 
     name = "oracle_tree"
 
-    def __init__(self, reference, k=3):
-        self.reference, self.k = reference, k
+    def __init__(self, reference, k=3, gamma=4):
+        self.reference, self.k, self.gamma = reference, k, gamma
 
     def prepare(self, ctx):
         self.gen = torch.Generator().manual_seed(0)
+        self.layout = Layout.chains(self.k + 1, self.gamma, ctx.device)
 
-    def reset(self):
+    def reset(self, prompt):
         pass
 
-    def observe(self, n):
-        pass
-
-    def draft(self, seq, length, budget, sampling, generator):
-        gamma = min(4, budget)
-        if gamma <= 0:
-            return Draft.empty(CPU)
-        ctx = tuple(seq[:length].tolist())
+    def draft(self, step, sampling, generator):
+        length, gamma = int(step.length), self.gamma
+        ctx = tuple(step.seq[:length].tolist())
         prompt = next(p for p in self.reference if ctx[: len(p)] == p)
         done = length - len(prompt)
         truth = (list(self.reference[prompt]) + [0] * 8)[done: done + gamma]
         noise = torch.randint(3, 200, (self.k, gamma), generator=self.gen)  # (K, γ)
         noise[0, :2] = torch.tensor(truth[:2])  # shares a prefix with the oracle, then branches
-        drafts = torch.cat([noise[:1], torch.tensor([truth]), noise[1:]])  # oracle is draft 1: not node 0's path
-        return Draft.from_drafts(drafts)
+        drafts = torch.cat([noise[:1], torch.tensor([truth]), noise[1:]])  # oracle is draft 1: not the first path
+        return Draft(drafts.flatten(), self.layout, None, clamp_limit(gamma, step))
 
 
 def test_tree_verification_and_commit(world, greedy_reference):
@@ -144,13 +141,12 @@ def test_tree_verification_and_commit(world, greedy_reference):
         assert gen.metrics["mean_accept_len"] > 2.0  # the oracle branch was found inside the tree
 
 
-def test_trie_merges_shared_prefixes():
-    drafts = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]])
-    d = Draft.from_drafts(drafts)
-    assert d.tokens.tolist() == [5, 6, 7, 8, 9, 7]
-    assert d.parents.tolist() == [-1, 0, 1, 1, 0, 4]
-    assert d.paths.tolist() == [[0, 1, 2], [0, 1, 3], [0, 4, 5], [0, 1, 2]]
-    assert d.info["distinct_drafts"] == 3 and d.info["tree_size"] == 6
+def test_chains_layout_is_k_independent_chains():
+    layout = Layout.chains(3, 2, CPU)
+    assert layout.parents.tolist() == [-1, 0, -1, 2, -1, 4]
+    assert layout.paths.tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert layout.depth.tolist() == [0, 1, 2, 1, 2, 1, 2]
+    assert layout.intra[4].tolist() == [True, False, False, True, True, False, False]  # node 3: root, 2, itself
 
 
 @pytest.mark.parametrize("samples", [pytest.param(1200, marks=pytest.mark.slow), 300])
@@ -218,7 +214,10 @@ def test_drafter_only_ids_are_never_proposed(world):
     assert not prop[tok.mask_token_id] and prop[tok.pad_token_id]  # pad is a verifier token too: proposable
     assert prop.shape[0] > len(tok) and not prop[len(tok):].any()  # embedding rows beyond the tokenizer
     seq = torch.tensor(prompts(tok, 1)[0] + [0] * 32)
-    draft = strategy.draft(seq, len(prompts(tok, 1)[0]), 6, SamplingParams(1.0), torch.Generator().manual_seed(0))
+    n = len(prompts(tok, 1)[0])
+    strategy.reset(seq[:n])
+    step = StepInput(seq, torch.tensor(n), torch.tensor(6), 64)
+    draft = strategy.draft(step, SamplingParams(1.0), torch.Generator().manual_seed(0))
     assert prop[draft.tokens].all() and eng is not None
 
 
@@ -239,8 +238,9 @@ def test_strategies_and_rules_conform_to_their_protocols(world):
         name = "broken"
 
         def prepare(self, ctx): ...
-        def reset(self): ...
-        def draft(self, seq, length, budget, sampling, generator): ...
+        def reset(self, prompt): ...
+        def draft(self, step, sampling, generator): ...
+        def state_tensors(self): ...
 
     assert not isinstance(NoObserve(), DraftStrategy)
     assert all(isinstance(r, AcceptanceRule) for r in (GreedyRule(), RejectionRule(), TreeRule(0.0), StreakProxyRule()))
@@ -286,3 +286,13 @@ def test_acceptance_options_build_their_rule(option, rule):
     assert type(instantiate(compose("decode", [f"acceptance={option}"]).acceptance)) is rule
     if option == "auto":
         assert type(instantiate(compose("decode", ["acceptance=auto", "temperature=0.5"]).acceptance)) is RejectionRule
+
+
+@pytest.mark.parametrize("kind,kwargs", [("sd_ar", dict(gamma=3)), ("specdiff", dict(gamma=4, steps=2)),
+                                         ("specdiff", dict(gamma=4, cache="prefix", drafter="causal_drafter"))])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_step_never_syncs_with_the_host(world, kind, kwargs, temperature):
+    """What makes the step capturable as CUDA graphs: no .item()/nonzero anywhere in draft → commit."""
+    eng = engine(world, make(world, kind, kwargs), temperature=temperature)
+    assert engine_step_syncs(eng, prompts(world[2], 1)[0]) == []
+    assert engine_step_syncs(engine(world, Autoregressive(), temperature=temperature), [5, 6]) == []

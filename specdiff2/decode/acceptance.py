@@ -3,7 +3,8 @@
 Conventions (REFERENCE.md, "Acceptance and metrics conventions"): `p` = verifier probabilities,
 `q` = drafter probabilities. Everything here is a pure function of its tensor inputs: no Python loops
 over the batch, no `.item()`, no host syncs, so the decode engine can capture it in a CUDA graph.
-Randomness comes only from the `generator` argument, which makes runs reproducible on any device.
+Randomness comes only from the `generator` argument (a `rng.CounterRNG`, graph-safe, or a torch.Generator), which
+makes runs reproducible on any device.
 
 Probabilities are computed in at least fp32 (bf16/fp16 logits are upcast; fp64 stays fp64 so the tests can
 check losslessness exactly).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from specdiff2.decode.rng import exponential_like, uniform
 from specdiff2.errors import require
 
 
@@ -55,16 +57,19 @@ def warp_probs(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: 
 
 
 def greedy_accept(
-    draft_ids: torch.Tensor, verifier_logits: torch.Tensor
+    draft_ids: torch.Tensor, verifier_logits: torch.Tensor, limit: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy verification: the longest draft prefix equal to the verifier argmax.
 
     draft_ids (B, γ) long, verifier_logits (B, γ+1, V). Returns n_accepted (B,) in [0, γ] and next_token (B,):
     the verifier argmax at position n_accepted (a correction on mismatch, the bonus token if all γ match).
+    limit (B,) or 0-d, optional: drafts past it never count (a draft cut to `limit` tokens, at a fixed shape).
     """
     gamma = draft_ids.shape[1]
     verifier_ids = verifier_logits.argmax(dim=-1)  # (B, γ+1)
     matches = (draft_ids == verifier_ids[:, :gamma]).long()  # (B, γ)
+    if limit is not None:
+        matches = matches * (torch.arange(gamma, device=matches.device)[None] < limit.view(-1, 1))
     n_accepted = matches.cumprod(dim=1).sum(dim=1)  # (B,)
     next_token = verifier_ids.gather(1, n_accepted[:, None]).squeeze(1)  # (B,)
     return n_accepted, next_token
@@ -100,7 +105,7 @@ def sample_probs(probs: torch.Tensor, generator: torch.Generator | None = None) 
     Same distribution as torch.multinomial(probs, 1) but with no validity check that syncs with the host
     (vLLM samples the same way); zero-probability tokens can never win.
     """
-    noise = torch.empty_like(probs).exponential_(generator=generator)  # (..., V)
+    noise = exponential_like(probs, generator)  # (..., V)
     # An exact zero draw would turn 0/0 into NaN, which argmax would pick.
     return (probs / noise.clamp_min(torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
 
@@ -109,7 +114,8 @@ def rejection_accept(
     draft_ids: torch.Tensor,
     q_probs: torch.Tensor,
     p_probs: torch.Tensor,
-    generator: torch.Generator | None = None,
+    generator=None,
+    limit: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lossless speculative sampling (Leviathan et al. 2023, Chen et al. 2023), vectorised over B and γ.
 
@@ -118,18 +124,22 @@ def rejection_accept(
     at the first rejection the next token comes from norm(max(p_j − q_j, 0)), and after γ acceptances it is
     a bonus token from p_{γ+1}. Returns n_accepted (B,) in [0, γ] and next_token (B,). The committed tokens,
     draft_ids[:, :n] then next_token, are distributed exactly as the verifier would sample them, for any q.
+    limit (B,) or 0-d long, optional: only the first `limit` drafts count (the rest are never accepted and the
+    token after them is the bonus from p): the same law as a draft cut to `limit` tokens, at a fixed shape.
     """
     batch, gamma = draft_ids.shape
     vocab = p_probs.shape[-1]
     accept = accept_probs(draft_ids, q_probs, p_probs[:, :gamma])  # (B, γ)
-    u = torch.rand(accept.shape, generator=generator, device=accept.device, dtype=accept.dtype)  # (B, γ)
+    limit = torch.full((batch,), gamma, device=accept.device) if limit is None else limit.expand(batch)  # (B,)
+    accept = accept * (torch.arange(gamma, device=accept.device)[None] < limit[:, None])
+    u = uniform(accept.shape, generator, accept.device, accept.dtype)  # (B, γ)
     # Uniforms past the first rejection are drawn but ignored: the cumprod stops the streak there.
     n_accepted = (u < accept).long().cumprod(dim=1).sum(dim=1)  # (B,)
     rows = n_accepted[:, None, None].expand(batch, 1, vocab)  # (B, 1, V)
     p_next = p_probs.gather(1, rows).squeeze(1)  # (B, V)
     q_next = q_probs.gather(1, rows.clamp(max=gamma - 1)).squeeze(1)  # (B, V)
     # q ≡ 0 at the bonus position turns the residual into p_{γ+1}: one sampling path, no branch.
-    q_next = q_next * (n_accepted < gamma)[:, None]
+    q_next = q_next * (n_accepted < limit)[:, None]
     next_token = sample_probs(residual_probs(p_next, q_next), generator)  # (B,)
     return n_accepted, next_token
 
@@ -203,9 +213,7 @@ def multi_draft_accept(
     q_probs, p_work = _broadcast_node(candidate_ids, q_probs, p_probs)
     batch_shape = candidate_ids.shape[:-1]
     # One uniform per round drawn up front: the draw count never depends on data, so no host sync.
-    u = torch.rand(  # (..., C)
-        candidate_ids.shape, generator=generator, device=p_work.device, dtype=p_work.dtype
-    )
+    u = uniform(candidate_ids.shape, generator, p_work.device, p_work.dtype)  # (..., C)
     accepted_index = torch.full(batch_shape, -1, dtype=torch.long, device=p_work.device)  # (...,)
     token = torch.zeros(batch_shape, dtype=torch.long, device=p_work.device)  # (...,)
     done = torch.zeros(batch_shape, dtype=torch.bool, device=p_work.device)  # (...,)

@@ -1,4 +1,9 @@
-"""What a drafting strategy hands to the engine: a token tree (a chain is the one-branch case)."""
+"""What a drafting strategy hands to the engine: draft tokens in a fixed layout (a chain is the one-path case).
+
+Every shape here is fixed for a strategy (γ, K·γ, k_max): the engine captures draft → verify → accept → commit as
+CUDA graphs, so nothing may depend on drawn tokens. What varies per step lives in device tensors: the tokens, q,
+and `limit`, the depth past which no draft token may be accepted (the step's budget, an adaptive length).
+"""
 
 from __future__ import annotations
 
@@ -6,94 +11,100 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specdiff2.models.masks import tree_ancestors
 
-_EMPTY: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[index] along dim 0 for a 0-d device index. Plain `x[index]` calls .item() on it: a host sync, which a
+    captured step must never do."""
+    return x.index_select(0, index.view(1)).squeeze(0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The verify layout of N draft nodes under the root (the last committed token), fixed per strategy.
+
+    parents (N,): parent node, −1 = child of the root. paths (K, D): node of draft k at depth d (−1 past its
+    end); the order of drafts is the order in which multi-draft rejection tries siblings (draw order).
+    intra (N+1, N+1) bool: row i sees column j (root = row 0, node n = row n+1): ancestors and itself.
+    depth (N+1,) long: 0 for the root; a node's position is the root's + its depth.
+    """
+
+    parents: torch.Tensor
+    paths: torch.Tensor
+    intra: torch.Tensor | None
+    depth: torch.Tensor
+
+    @property
+    def nodes(self) -> int:
+        return self.parents.shape[0]
+
+    @property
+    def is_chain(self) -> bool:
+        return self.intra is None
+
+    @property
+    def max_depth(self) -> int:
+        return self.paths.shape[1]
+
+    @classmethod
+    def chain(cls, gamma: int, device) -> "Layout":
+        idx = torch.arange(gamma, device=device)  # (γ,)
+        return cls(idx - 1, idx.view(1, gamma), None, torch.arange(gamma + 1, device=device))
+
+    @classmethod
+    def chains(cls, k: int, gamma: int, device) -> "Layout":
+        """K independent chains of γ (node k·γ + d), one tree: a node sees the root and its chain's earlier nodes."""
+        if k == 1:
+            return cls.chain(gamma, device)
+        d = torch.arange(gamma, device=device)
+        parents = torch.where(d > 0, d - 1, -1)[None] + torch.arange(k, device=device)[:, None] * gamma  # (K, γ)
+        parents = torch.where(d[None] > 0, parents, -1).flatten()  # (K·γ,)
+        paths = torch.arange(k * gamma, device=device).view(k, gamma)  # (K, γ)
+        return cls.tree(parents, paths)
+
+    @classmethod
+    def tree(cls, parents: torch.Tensor, paths: torch.Tensor) -> "Layout":
+        """A general tree (topological order), built once on the host side of start-up."""
+        full = torch.cat([parents.new_full((1,), -1), torch.where(parents >= 0, parents + 1, 0)])  # (N+1,)
+        intra = tree_ancestors(full)  # (N+1, N+1)
+        return cls(parents, paths, intra, intra.sum(1) - 1)
 
 
 @dataclass
 class Draft:
-    """Draft nodes in topological order, verified in one verifier forward.
-
-    tokens (N,): node tokens. parents (N,): parent node, −1 = child of the last committed token.
-    q_probs (N, V) | None: the drafter distribution each node's token was drawn from (verifier
-        vocabulary), needed by rejection sampling; None for greedy-only drafters.
-    paths (K, D): node index of draft k at depth d (−1 past its end). The order of drafts in `paths`
-        is the order in which multi-draft rejection tries siblings (i.i.d. draws, kept in draw order).
-    """
+    """tokens (N,) in `layout` order; q_probs (N, V) | None: the law each token was drawn from (rejection
+    sampling needs it; None for greedy-only drafts); limit 0-d long: only depths < limit may be accepted.
+    info: per-step statistics as 0-d device tensors (the engine averages them over steps)."""
 
     tokens: torch.Tensor
-    parents: torch.Tensor
+    layout: Layout
     q_probs: torch.Tensor | None
-    paths: torch.Tensor
-    is_chain: bool
+    limit: torch.Tensor
     info: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return self.tokens.shape[0]
 
-    @classmethod
-    def empty(cls, device) -> "Draft":
-        # Cached per device: `ar` asks for one every step, and a fresh tensor is a launch on a slow host.
-        key = str(device)
-        if key not in _EMPTY:
-            none = torch.zeros(0, dtype=torch.long, device=device)
-            _EMPTY[key] = (none, none.view(1, 0))
-        none, paths = _EMPTY[key]
-        return cls(none, none, None, paths, True)
+    @property
+    def is_chain(self) -> bool:
+        return self.layout.is_chain
+
+    @property
+    def paths(self) -> torch.Tensor:
+        return self.layout.paths
+
+    @property
+    def parents(self) -> torch.Tensor:
+        return self.layout.parents
 
     @classmethod
-    def chain(cls, tokens: torch.Tensor, q_probs: torch.Tensor | None = None, info: dict | None = None) -> "Draft":
-        n = tokens.shape[0]
-        idx = torch.arange(n, device=tokens.device)  # (γ,)
-        return cls(tokens, idx - 1, q_probs, idx.view(1, n), True, info or {})
+    def empty(cls, limit: torch.Tensor) -> "Draft":
+        tokens = torch.zeros(0, dtype=torch.long, device=limit.device)
+        return cls(tokens, Layout.chain(0, limit.device), None, torch.zeros_like(limit))
 
     @classmethod
-    def from_drafts(cls, drafts: torch.Tensor, q_probs: torch.Tensor | None = None,
-                    info: dict | None = None) -> "Draft":
-        """Merge K drafts (K, γ) into a trie: shared prefixes stored once, duplicate drafts merged.
-
-        q_probs (γ, V): the per-position distribution every draft was sampled from (one drafter pass).
-        Built on the host: K·γ ≤ a few hundred entries, and the tree shape decides the verifier mask.
-        """
-        k, gamma = drafts.shape
-        rows = drafts.tolist()
-        index: dict[tuple, int] = {}
-        tokens, parents, depths = [], [], []
-        paths = [[-1] * gamma for _ in range(k)]
-        for d_i, row in enumerate(rows):
-            parent = -1
-            for depth in range(gamma):
-                key = tuple(row[: depth + 1])
-                if key not in index:
-                    index[key] = len(tokens)
-                    tokens.append(row[depth])
-                    parents.append(parent)
-                    depths.append(depth)
-                parent = index[key]
-                paths[d_i][depth] = parent
-        dev = drafts.device
-        node_q = None if q_probs is None else q_probs[torch.tensor(depths, device=dev)]  # (N, V)
-        stats = {"drafts": k, "distinct_drafts": len({tuple(r) for r in rows}), "tree_size": len(tokens)}
-        return cls(torch.tensor(tokens, device=dev), torch.tensor(parents, device=dev), node_q,
-                   torch.tensor(paths, device=dev), k == 1, {**stats, **(info or {})})
-
-    def truncated(self, depth: int) -> "Draft":
-        """The same drafts cut to their first `depth` tokens (nodes re-indexed, topological order kept).
-
-        Cutting every draft at one depth chosen before looking at the tokens keeps multi-draft rejection
-        lossless; dropping single nodes by index would not (which nodes exist depends on shared prefixes).
-        """
-        if depth >= self.paths.shape[1]:
-            return self
-        if depth == 0:
-            return Draft.empty(self.tokens.device)
-        keep = torch.zeros(self.size, dtype=torch.bool, device=self.tokens.device)  # (N,)
-        kept_paths = self.paths[:, :depth]  # (K, d)
-        keep[kept_paths[kept_paths >= 0]] = True
-        new_index = keep.long().cumsum(0) - 1  # (N,) old node -> new node
-        parents = self.parents[keep]
-        parents = torch.where(parents >= 0, new_index[parents.clamp_min(0)], parents)
-        paths = torch.where(kept_paths >= 0, new_index[kept_paths.clamp_min(0)], kept_paths)
-        q = None if self.q_probs is None else self.q_probs[keep]
-        return Draft(self.tokens[keep], parents, q, paths, self.is_chain, {**self.info, "truncated_to": depth})
+    def chain(cls, tokens: torch.Tensor, q_probs: torch.Tensor | None, limit: torch.Tensor,
+              info: dict | None = None) -> "Draft":
+        return cls(tokens, Layout.chain(tokens.shape[0], tokens.device), q_probs, limit, info or {})

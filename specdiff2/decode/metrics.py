@@ -40,45 +40,63 @@ class PhaseTimer:
 
 
 class DecodeStats:
-    """Per-prompt counters; `summary()` gives the metric dict written to JSONL."""
+    """Per-prompt counters kept on the device (updated inside the captured step), read once by `summary()`."""
 
-    def __init__(self, max_positions: int):
-        self.steps = 0
-        self.new_tokens = 0
-        self.drafted = [0] * max_positions  # steps that drafted position j
-        self.accepted = [0] * max_positions  # steps that accepted position j
-        self.extra: dict[str, float] = defaultdict(float)
-        self.trace: list[tuple[int, int]] = []  # (accepted, committed) per step: where drafts fail
+    def __init__(self, max_positions: int, max_steps: int, device: torch.device):
+        self.device, self.max_steps = device, max_steps
+        z = lambda *shape: torch.zeros(shape, dtype=torch.long, device=device)  # noqa: E731
+        self.steps, self.new_tokens = z(), z()
+        self.drafted, self.accepted = z(max_positions), z(max_positions)  # steps that drafted / accepted position j
+        self.trace = z(max_steps, 2)  # (accepted, committed) per step: where drafts fail
+        self.extra: dict[str, torch.Tensor] = {}  # per-step info sums (float64)
 
-    def record(self, draft_depth: int, n_accepted: int, n_committed: int, info: dict) -> None:
-        self.steps += 1
-        self.new_tokens += n_committed
-        self.trace.append((n_accepted, n_committed))
-        for j in range(min(draft_depth, len(self.drafted))):
-            self.drafted[j] += 1
-            self.accepted[j] += j < n_accepted
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.steps, self.new_tokens, self.drafted, self.accepted, self.trace, *self.extra.values()]
+
+    def reset(self) -> None:
+        for t in self.tensors():
+            t.zero_()
+
+    def record(self, depth: torch.Tensor, n_accepted: torch.Tensor, n_committed: torch.Tensor, info: dict,
+               live: torch.Tensor) -> None:
+        """All 0-d device tensors (info values may be Python numbers); nothing counts once the request stopped."""
+        live_l = live.long()
+        j = torch.arange(self.drafted.shape[0], device=self.device)
+        self.drafted.add_((j < depth).long() * live_l)
+        self.accepted.add_((j < n_accepted).long() * live_l)
+        row = self.steps.clamp_max(self.max_steps - 1)
+        self.trace.index_copy_(0, row.view(1), torch.where(live, torch.stack([n_accepted, n_committed]),
+                                                         self.trace.index_select(0, row.view(1))[0]).view(1, 2))
+        self.steps.add_(live_l)
+        self.new_tokens.add_(n_committed * live_l)
         for k, v in info.items():
-            if isinstance(v, (int, float)):
-                self.extra[k] += v
+            if k not in self.extra:
+                self.extra[k] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self.extra[k].add_(torch.as_tensor(v, dtype=torch.float64, device=self.device) * live)
 
     def summary(self, wall_s: float, phases: dict[str, float]) -> dict:
         drafter_s, verifier_s = phases.get("drafter", 0.0), phases.get("verifier", 0.0)
+        steps, new_tokens = int(self.steps), int(self.new_tokens)
         out = {
-            "new_tokens": self.new_tokens,
-            "verifier_steps": self.steps,
-            "mean_accept_len": self.new_tokens / max(1, self.steps),  # τ, bonus included
-            "tokens_per_s": self.new_tokens / max(wall_s, 1e-9),
+            "new_tokens": new_tokens,
+            "verifier_steps": steps,
+            "mean_accept_len": new_tokens / max(1, steps),  # τ, bonus included
+            "tokens_per_s": new_tokens / max(wall_s, 1e-9),
             "wall_s": wall_s,
             "drafter_s": drafter_s,
             "verifier_s": verifier_s,
             "other_s": max(0.0, wall_s - drafter_s - verifier_s),
         }
-        for j, (d, a) in enumerate(zip(self.drafted, self.accepted), 1):
+        for j, (d, a) in enumerate(zip(self.drafted.tolist(), self.accepted.tolist()), 1):
             if d:
                 out[f"alpha_{j}"] = a / d
         for k, v in self.extra.items():
-            out[f"mean_{k}"] = v / max(1, self.steps)
+            out[f"mean_{k}"] = float(v) / max(1, steps)
         return out
+
+    @property
+    def steps_trace(self) -> list[tuple[int, int]]:
+        return [tuple(r) for r in self.trace[: min(int(self.steps), self.max_steps)].tolist()]
 
 
 def aggregate(rows: list[dict]) -> dict:

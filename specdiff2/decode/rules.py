@@ -1,7 +1,7 @@
 """Acceptance rules as engine plug-ins: they turn (draft, verifier logits) into the accepted path.
 
-A rule returns (path, next_token): path is the accepted node indices (a,) for trees, or for chains
-the 0-d count of accepted draft tokens, left on the device so the engine syncs once per step.
+A rule returns (winner, n_accepted, next_token), 0-d tensors left on the device: the engine commits the first
+n_accepted nodes of draft `winner` and next_token without waiting for them (the step is captured whole).
 
 The tensor math lives in `acceptance.py` (pure functions); a rule only walks the draft's shape.
 Verifier logits row 0 belongs to the last committed token (it predicts depth 1); row n+1 to node n.
@@ -18,41 +18,51 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from specdiff2.decode.acceptance import greedy_accept, multi_draft_accept, rejection_accept, sample_probs
-from specdiff2.decode.draft import Draft
+from specdiff2.decode.draft import Draft, take
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError
-from specdiff2.models.masks import tree_ancestors
 
 
 @runtime_checkable
 class AcceptanceRule(Protocol):
-    """(draft, verifier logits (N+1, V), sampling, generator) -> (path, next_token); see the module docstring.
+    """(draft, verifier logits (N+1, V), sampling, generator) -> (winner, n_accepted, next_token), all 0-d long
+    on the device: draft `winner` (a row of draft.paths; 0 for chains) has its first n_accepted nodes accepted,
+    then next_token (correction or bonus) is committed. Pure device code: no host sync, fixed shapes.
 
-    May write `draft.info` (per-step statistics the engine averages); must not touch the verifier or its cache.
+    May write `draft.info` (0-d tensors the engine averages per step); must not touch the verifier or its cache.
     """
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams,
-                 generator) -> tuple[torch.Tensor, torch.Tensor]: ...
+                 generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def _path_nodes(draft: Draft) -> tuple[torch.Tensor, torch.Tensor]:
+    """nodes (K, D) clamped to valid ids, valid (K, D): a real node at a depth below the draft's limit."""
+    paths = draft.paths
+    depth = torch.arange(paths.shape[1], device=paths.device)
+    return paths.clamp_min(0), (paths >= 0) & (depth[None] < draft.limit)
+
+
+def greedy_tree(draft: Draft, argmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The longest path whose every node is its parent's verifier argmax (ties: first in draw order)."""
+    nodes, valid = _path_nodes(draft)
+    ok = (draft.tokens[nodes] == argmax[draft.parents[nodes] + 1]) & valid  # (K, D)
+    n_k = ok.long().cumprod(1).sum(1)  # (K,)
+    winner = n_k.argmax()  # first maximal index
+    n = take(n_k, winner)
+    last_row = torch.where(n > 0, take(take(nodes, winner), (n - 1).clamp_min(0)) + 1, 0)  # row after the path
+    return winner, n, take(argmax, last_row)
 
 
 class GreedyRule:
     """Temperature 0: keep the longest path equal to the verifier argmax, plus its next argmax."""
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
+        zero = draft.limit.new_zeros(())
         if draft.is_chain:
-            n, nxt = greedy_accept(draft.tokens[None], verifier_logits[None])  # (1,), (1,)
-            return n[0], nxt[0]
-        argmax = verifier_logits.argmax(-1)  # (N+1,)
-        node_ok = draft.tokens == argmax[draft.parents + 1]  # (N,) matches its parent's argmax
-        anc = tree_ancestors(draft.parents)  # (N, N)
-        path_ok = ~(anc & ~node_ok[None, :]).any(1)  # (N,) every ancestor-or-self matches
-        depth = anc.sum(1)  # (N,) 1-based
-        score = torch.where(path_ok, depth, 0)
-        best = int(score.argmax())
-        if int(score[best]) == 0:
-            return torch.zeros(0, dtype=torch.long, device=argmax.device), argmax[0]
-        path = anc[best].nonzero()[:, 0]  # ancestors in topological = depth order
-        return path, argmax[best + 1]
+            n, nxt = greedy_accept(draft.tokens[None], verifier_logits[None], draft.limit)  # (1,), (1,)
+            return zero, n[0], nxt[0]
+        return greedy_tree(draft, verifier_logits.argmax(-1))
 
 
 class RejectionRule:
@@ -60,47 +70,51 @@ class RejectionRule:
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         p_probs = sampling.probs(verifier_logits.float())  # (N+1, V)
+        zero = draft.limit.new_zeros(())
         if draft.size == 0:
-            return torch.zeros((), dtype=torch.long, device=p_probs.device), sample_probs(p_probs[0], generator)
+            return zero, zero, sample_probs(p_probs[0], generator)
         if draft.q_probs is None:
             raise ConfigError("rejection sampling needs the drafter's q; this strategy drafts greedily only")
         if draft.is_chain:
-            n, nxt = rejection_accept(draft.tokens[None], draft.q_probs[None].float(), p_probs[None], generator)
-            return n[0], nxt[0]
-        return self._tree(draft, p_probs, generator)
-
-    @staticmethod
-    def _tree(draft: Draft, p_probs: torch.Tensor, generator):
-        # Walk down the trie; at each node the candidates are the next tokens of the drafts that pass
-        # through it, in draw order (duplicates included: multi_draft_accept needs them as rounds).
-        paths = draft.paths  # (K, D)
-        alive = torch.ones(paths.shape[0], dtype=torch.bool, device=paths.device)  # drafts through node
-        node, accepted = -1, []
-        for depth in range(paths.shape[1]):
-            cand_nodes = paths[:, depth][alive & (paths[:, depth] >= 0)]  # (C,)
-            if cand_nodes.numel() == 0:
-                break
-            idx, token = multi_draft_accept(draft.tokens[cand_nodes], draft.q_probs[cand_nodes[0]].float(),
-                                            p_probs[node + 1], generator)
-            if int(idx) < 0:
-                return torch.tensor(accepted, dtype=torch.long, device=paths.device), token
-            node = int(cand_nodes[idx])
-            accepted.append(node)
-            alive &= paths[:, depth] == node
-        return torch.tensor(accepted, dtype=torch.long, device=paths.device), sample_probs(p_probs[node + 1], generator)
+            n, nxt = rejection_accept(draft.tokens[None], draft.q_probs[None].float(), p_probs[None], generator,
+                                      draft.limit)
+            return zero, n[0], nxt[0]
+        return multi_draft_tree(draft, p_probs, generator)
 
 
-def winning_draft(draft: Draft, path: torch.Tensor) -> int:
-    """Index, in draw order, of the first draft whose path holds the accepted nodes (0 if none accepted)."""
-    if draft.is_chain or path.numel() == 0:
-        return 0
-    depth = path.numel()
-    through = draft.paths[:, depth - 1] == path[-1]  # (K,) drafts passing the last accepted node
-    return int(through.nonzero()[0, 0])
+def multi_draft_tree(draft: Draft, p_probs: torch.Tensor, generator):
+    """Multi-draft rejection down the tree, one fixed round per depth (no host sync).
+
+    At depth d the candidates are the depth-d tokens of the drafts still agreeing with the accepted path, in
+    draw order, duplicates as separate rounds (`multi_draft_accept`), against p at the accepted node; a draft
+    stays alive when its token equals the accepted one (in a trie that is the same node, in K chains a twin).
+    Rounds after the first rejection draw numbers that are never used: the law is that of the stopped walk.
+    """
+    nodes, valid = _path_nodes(draft)  # (K, D)
+    tokens = draft.tokens[nodes]  # (K, D)
+    dev = tokens.device
+    alive = torch.ones(nodes.shape[0], dtype=torch.bool, device=dev)  # (K,)
+    row = torch.zeros((), dtype=torch.long, device=dev)  # logits row of the accepted node (0: the root)
+    n = torch.zeros((), dtype=torch.long, device=dev)
+    stopped = torch.zeros((), dtype=torch.bool, device=dev)
+    out = torch.zeros((), dtype=torch.long, device=dev)
+    for d in range(nodes.shape[1]):
+        live = alive & valid[:, d] & ~stopped  # (K,) candidates of this round
+        first = live.long().argmax()  # any live draft: they share the accepted prefix, hence q and p
+        q = take(draft.q_probs, take(nodes[:, d], first)).float()  # (V,)
+        idx, token = multi_draft_accept(tokens[:, d], q, take(p_probs, row), generator, live)
+        hit = (idx >= 0) & ~stopped
+        out = torch.where(~stopped & ~hit, token, out)  # no candidate left counts as a rejection: token ~ p
+        alive = torch.where(hit, live & (tokens[:, d] == token), alive)
+        row = torch.where(hit, take(nodes[:, d], idx.clamp_min(0)) + 1, row)
+        n = n + hit.long()
+        stopped = stopped | ~hit
+    out = torch.where(stopped, out, sample_probs(take(p_probs, row), generator))  # every depth accepted: the bonus
+    return alive.long().argmax(), n, out
 
 
 class TreeRule:
-    """Multi-draft acceptance along a trie: the longest greedy path at temperature 0, multi-draft rejection
+    """Multi-draft acceptance along the drafts: the longest greedy path at temperature 0, multi-draft rejection
     sampling otherwise (lossless for every K). Records which draft won in draft.info (winner, winner_not_first).
     """
 
@@ -108,11 +122,10 @@ class TreeRule:
         self.rule = auto_rule(temperature)
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
-        path, next_token = self.rule(draft, verifier_logits, sampling, generator)
+        winner, n, next_token = self.rule(draft, verifier_logits, sampling, generator)
         if draft.size:
-            winner = winning_draft(draft, path)
-            draft.info.update(winner=winner, winner_not_first=float(winner > 0))
-        return path, next_token
+            draft.info.update(winner=winner.float(), winner_not_first=(winner > 0).float())
+        return winner, n, next_token
 
 
 class StreakProxyRule:
@@ -128,23 +141,21 @@ class StreakProxyRule:
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         if sampling.temperature != 0:
             raise ConfigError("acceptance=streak_proxy is only lossless at temperature 0; use acceptance=tree")
+        zero = draft.limit.new_zeros(())
         if draft.size == 0:
-            return torch.zeros((), dtype=torch.long, device=verifier_logits.device), verifier_logits[0].argmax()
-        paths = draft.paths  # (K, D) node ids, −1 past a draft's end
-        valid = paths >= 0  # (K, D)
-        nodes = paths.clamp_min(0)  # (K, D)
+            return zero, zero, verifier_logits[0].argmax()
+        nodes, valid = _path_nodes(draft)  # (K, D)
         log_p = verifier_logits.float().log_softmax(-1)  # (N+1, V)
         node_log_p = log_p[draft.parents + 1, draft.tokens]  # (N,) log p(node token | its ancestors)
         # where, not a product: a −inf log p times a 0 mask would be NaN.
         streak = torch.where(valid, node_log_p[nodes], 0.0).cumsum(1).exp() * valid  # (K, D) Π_{j≤m} p_j(x_j)
-        best = int(streak.sum(1).argmax())  # ties: first in draw order
-        chosen = nodes[best][valid[best]]  # (D_b,) node ids along the chosen draft
-        rows = torch.cat([chosen.new_zeros(1), chosen + 1])  # (D_b+1,) logits rows predicting each depth
-        n, next_token = greedy_accept(draft.tokens[chosen][None], verifier_logits[rows][None])  # (1,), (1,)
-        draft.info.update(winner=best, winner_not_first=float(best > 0))
-        if draft.is_chain:  # the engine expects the 0-d count for chains
-            return n[0], next_token[0]
-        return chosen[: int(n[0])], next_token[0]
+        best = streak.sum(1).argmax()  # ties: first in draw order
+        chosen = take(nodes, best)  # (D,)
+        rows = torch.cat([chosen.new_zeros(1), chosen + 1])  # (D+1,) logits rows predicting each depth
+        n, next_token = greedy_accept(draft.tokens[chosen][None], verifier_logits[rows][None],
+                                      take(valid, best).sum())  # (1,), (1,)
+        draft.info.update(winner=best.float(), winner_not_first=(best > 0).float())
+        return best, n[0], next_token[0]
 
 
 # --- builders (conf/acceptance/*.yaml) ---------------------------------------------------------------------

@@ -11,22 +11,23 @@ import torch
 
 from specdiff2.decode.draft import Draft
 from specdiff2.errors import ConfigError
-from specdiff2.models.masks import tree_ancestors
-from specdiff2.models.runner import BlockRunner
+from specdiff2.models.runner import DRAFT_SLOTS, BlockRunner
 from specdiff2.models.transformer import Transformer
 
 
 class Verifier:
-    def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager", kernels: str = "eager"):
+    def __init__(self, model: Transformer, max_seq_len: int, compile: str = "eager", kernels: str = "eager",
+                 draft_slots: int = DRAFT_SLOTS):
         limit = model.args.max_position_embeddings
         if max_seq_len > limit:
             raise ConfigError(f"max_seq_len {max_seq_len} exceeds the verifier's context {limit}; lower it")
         self.model = model.eval()
-        self.max_seq_len = max_seq_len
+        self.max_seq_len, self.draft_slots = max_seq_len, draft_slots
+        self.cache_len = max_seq_len + draft_slots
         self.device = model.model.embed_tokens.weight.device
         self.vocab_rows = model.args.vocab_size
-        model.setup_cache(1, max_seq_len)
-        self.runner = BlockRunner(model, max_seq_len, compile, kernels=kernels)
+        model.setup_cache(1, self.cache_len, check_window=max_seq_len)
+        self.runner = BlockRunner(model, self.cache_len, compile, kernels=kernels)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> None:
@@ -38,23 +39,18 @@ class Verifier:
         self.model.forward_block(ids, start, n)  # a chain at slot 0
 
     @torch.no_grad()
-    def verify(self, root: torch.Tensor, draft: Draft, start: int) -> torch.Tensor:
-        """Logits (N+1, V) for the root token at slot `start` followed by the draft nodes."""
-        ids = torch.cat([root.view(1), draft.tokens]) if draft.size else root.view(1)  # (N+1,)
-        n = ids.shape[0]
-        if draft.is_chain:
-            return self.runner(ids, start)
-        # The root becomes node 0 of the tree; draft roots hang under it.
-        parents = torch.cat([draft.parents.new_full((1,), -1), torch.where(draft.parents >= 0,
-                                                                            draft.parents + 1, 0)])  # (N+1,)
-        intra = tree_ancestors(parents)  # (N+1, N+1) a node sees its ancestors and itself
-        positions = start + intra.sum(1) - 1  # (N+1,) depth-based
-        return self.runner(ids, start, positions, intra)
+    def verify(self, root: torch.Tensor, draft: Draft, start: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Logits (N+1, V) for the root token at slot `start` (0-d device tensor) followed by the draft nodes."""
+        ids = torch.cat([root.view(1), draft.tokens])  # (N+1,)
+        layout = draft.layout
+        if layout.is_chain:
+            return self.runner.direct(ids, start, kv_len)
+        return self.runner.direct(ids, start, kv_len, start + layout.depth, layout.intra)
 
-    def commit(self, start: int, path: torch.Tensor) -> None:
-        """Make the accepted tree nodes' KV contiguous after the root (a chain prefix already is)."""
-        if path.numel() == 0:
+    def commit(self, start: torch.Tensor, draft: Draft, nodes: torch.Tensor) -> None:
+        """Make the accepted nodes' KV contiguous after the root: nodes (D,) of the winning path (a chain's
+        nodes already are). Fixed size: slots past the accepted count get copies nobody reads."""
+        if draft.is_chain or draft.size == 0:
             return
-        dst = torch.arange(path.numel(), device=self.device)  # (a,)
-        if not torch.equal(path, dst):
-            self.model.copy_cache_slots(start + 1 + path, start + 1 + dst)
+        dst = torch.arange(nodes.shape[0], device=self.device)  # (D,)
+        self.model.copy_cache_slots(start + 1 + nodes, start + 1 + dst)

@@ -19,6 +19,9 @@ from specdiff2.errors import ConfigError
 from specdiff2.models.transformer import Transformer, fuse_elementwise
 
 MODES = ("eager", "padded", "graph")
+# Cache slots past max_seq_len in every decode model: a step always runs its full draft layout (fixed shapes for
+# the captured step), so near the context limit the draft nodes past the room land here. They are never committed.
+DRAFT_SLOTS = 256
 KERNEL_MODES = ("eager", "elementwise", "block")
 
 
@@ -69,6 +72,13 @@ class BlockRunner:
             # One compilation per (model, chain or not, n == 1): a handful per engine, far under this limit.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.forward = torch.compile(model.forward_block, dynamic=True, fullgraph=True)
+
+    @torch.no_grad()
+    def direct(self, ids: torch.Tensor, start: torch.Tensor, kv_len: int, positions: torch.Tensor | None = None,
+               intra: torch.Tensor | None = None) -> torch.Tensor:
+        """forward_block (compiled per `kernels`) at a device `start` and a static live-cache length, no graph of
+        its own: the decode engine captures whole steps (decode/engine.py), this is their building block."""
+        return self.forward(ids, start, kv_len, positions, intra)
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor, start: int, positions: torch.Tensor | None = None,

@@ -242,10 +242,14 @@ class Transformer(nn.Module):
         k_cache = self.model.layers[0].self_attn.k_cache
         return 0 if k_cache is None else k_cache.shape[2]
 
-    def setup_cache(self, max_batch: int, max_seq_len: int, dtype=None, device=None) -> None:
-        """Allocate per-layer K/V buffers (max_batch, H_kv, max_seq_len, D), zero-filled."""
+    def setup_cache(self, max_batch: int, max_seq_len: int, dtype=None, device=None,
+                    check_window: int | None = None) -> None:
+        """Allocate per-layer K/V buffers (max_batch, H_kv, max_seq_len, D), zero-filled.
+
+        check_window: the context actually attended (decoding allocates draft slots past it that no committed
+        token ever reads); defaults to max_seq_len."""
         window = self.args.sliding_window
-        if window is not None and max_seq_len > window:
+        if window is not None and (check_window or max_seq_len) > window:
             raise ConfigError(
                 f"max_seq_len {max_seq_len} exceeds the model's sliding_window {window}; use at most {window}"
             )

@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import torch
 
-from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, check_gamma, pick_tokens
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit, pick_tokens
 from specdiff2.models.drafters import ARDrafter
 
 
-class Autoregressive:
+class Autoregressive(Stateless):
     """`ar`: no draft; every verifier step commits one token."""
 
     name = "ar"
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
+        self.layout = Layout.chain(0, ctx.device)
 
-    def reset(self) -> None:
+    def reset(self, prompt: torch.Tensor) -> None:
         pass
 
-    def draft(self, seq, length, budget, sampling, generator) -> Draft:
-        return Draft.empty(self.device)
-
-    def observe(self, n_accepted: int) -> None:
-        pass
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        return Draft.empty(step.length)
 
 
-class ARDraftStrategy:
+class ARDraftStrategy(Stateless):
     """`sd_ar`: standard speculative decoding with a small AR drafter and fixed γ."""
 
     name = "sd_ar"
@@ -37,25 +34,19 @@ class ARDraftStrategy:
         self.drafter, self.gamma = drafter, gamma
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
+        self.layout = Layout.chain(self.gamma, ctx.device)
 
-    def reset(self) -> None:
-        self.drafter.reset()
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
 
-    def draft(self, seq, length, budget, sampling, generator) -> Draft:
-        gamma = min(self.gamma, budget)
-        if gamma <= 0:
-            return Draft.empty(self.device)
-        logits = self.drafter.catch_up(seq, length)  # (V,)
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        logits = self.drafter.catch_up(step.seq, step.length, step.kv_len, self.gamma + 1)  # (V,)
         tokens, qs = [], []
-        for i in range(gamma):
+        for i in range(self.gamma):
             token, q_probs = pick_tokens(logits, sampling, generator)
             tokens.append(token)
             qs.append(q_probs)
-            if i + 1 < gamma:
-                logits = self.drafter.step_logits(token.view(1), length + i)
+            if i + 1 < self.gamma:
+                logits = self.drafter.step_logits(token, step.length + i, step.kv_len)
         q = None if qs[0] is None else torch.stack(qs)  # (γ, V)
-        return Draft.chain(torch.stack(tokens), q)
-
-    def observe(self, n_accepted: int) -> None:
-        pass
+        return Draft.chain(torch.stack(tokens), q, clamp_limit(self.gamma, step))

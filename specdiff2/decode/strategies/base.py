@@ -25,6 +25,21 @@ class EngineContext:
     kernels: str = "eager"  # eager | elementwise | block (see models/runner.py)
 
 
+@dataclass
+class StepInput:
+    """What a strategy reads each step: device tensors the engine owns, plus the static live-cache length.
+
+    seq (S + slots,) long: committed tokens in seq[:length] (read-only for strategies); length 0-d long;
+    budget 0-d long: the most draft tokens one path may have accepted this step (max_new_tokens and the context
+    limit); kv_len: the static cache bucket every forward of this step reads (≥ length + the layout's nodes).
+    """
+
+    seq: torch.Tensor
+    length: torch.Tensor
+    budget: torch.Tensor
+    kv_len: int
+
+
 @runtime_checkable
 class DraftStrategy(Protocol):
     """How a method proposes tokens. The engine (`decode/engine.py`) owns everything else.
@@ -33,40 +48,58 @@ class DraftStrategy(Protocol):
     loads a checkpoint. The engine calls, in order: `prepare` once, then per prompt `reset`, and per step
     `draft` followed by `observe`. The engine owns the token buffer, the verifier and its KV cache, the
     acceptance rule and the stop conditions; a strategy owns only its drafters' state (their caches).
+
+    `draft` and `observe` run inside the engine's captured step: pure device code at fixed shapes. No .item(),
+    .tolist(), int(tensor), no Python branch on a tensor value, no new persistent tensors: per-step variation
+    (an adaptive length, the budget) is a device tensor, and `layout` (the verify tree) never changes.
     """
 
     name: str  # method name used in outputs (ar, sd_ar, specdiff, self_select, diffuspec)
+    # `layout` (decode.draft.Layout): the fixed verify layout of every draft, an attribute set by `prepare`.
 
     def prepare(self, ctx: EngineContext) -> None:
-        """Once, at engine start-up: remember the device / verifier facts it needs (EOS id, vocabulary rows) and
-        check that its models fit them. May allocate its own buffers. Must not load checkpoints (they come
-        built), touch the verifier, or draw random numbers."""
+        """Once, at engine start-up: remember the device / verifier facts it needs (EOS id, vocabulary rows),
+        check that its models fit them and set `layout`. Must not load checkpoints (they come built), touch the
+        verifier, or draw random numbers."""
 
-    def reset(self) -> None:
-        """Before each prompt: forget per-prompt state (drafter caches, adaptive lengths). Nothing else."""
+    def reset(self, prompt: torch.Tensor) -> None:
+        """Before each prompt (P,) on the device: prefill its drafters' caches, reset adaptive state."""
 
-    def draft(self, seq: torch.Tensor, length: int, budget: int, sampling: SamplingParams,
-              generator: torch.Generator) -> Draft:
-        """Propose draft tokens after the committed tokens seq[:length].
+    def draft(self, step: StepInput, sampling: SamplingParams, generator) -> Draft:
+        """Propose draft tokens after seq[:length] in `layout`, with `limit` ≤ step.budget.
 
-        seq (S,) long on the device: read-only here (never write it: the engine commits into it). budget: the
-        most tokens a draft may hold *along one path* (chain length / tree depth); the engine appends one bonus
-        or correction token itself, so budget + 1 tokens may be committed. budget <= 0: return `Draft.empty`.
         Tokens must be verifier ids the drafter may propose (the drafter adapters' `proposable` mask). At
         temperature > 0 a lossless draft carries q_probs, the distribution each token was drawn from, and
         draws its randomness from `generator` only. May update its own drafters' caches; must not write the
-        verifier or its cache. The engine syncs with the host once per step: avoid .item() / .tolist() /
-        int(tensor) here where the strategy can (a lattice end or a trie build may need one; say so).
+        verifier or its cache.
         """
 
-    def observe(self, n_accepted: int) -> None:
-        """After the step: how many draft tokens the rule accepted (the bonus/correction token not counted).
-        For adaptive strategies (e.g. DiffuSpec's draft length); must not touch the verifier or seq."""
+    def observe(self, n_accepted: torch.Tensor, live: torch.Tensor) -> None:
+        """After the step: accepted draft tokens (0-d, the bonus/correction token not counted) and whether the
+        request was still running. For adaptive strategies (DiffuSpec's draft length); device-side only."""
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Device tensors `draft`/`observe` mutate (adaptive state): saved and restored around graph warm-up."""
 
 
 def check_gamma(gamma: int) -> None:
     if gamma <= 0:
         raise ConfigError(f"draft length gamma={gamma} must be >= 1; set decode.strategy.gamma to a positive int")
+
+
+def clamp_limit(depth: int, step: StepInput) -> torch.Tensor:
+    """0-d long: a fixed-depth draft's limit this step (its depth, or less near max_new_tokens / the context)."""
+    return step.budget.clamp(0, depth)
+
+
+class Stateless:
+    """Default `observe` / `state_tensors` for strategies with no adaptive state."""
+
+    def observe(self, n_accepted: torch.Tensor, live: torch.Tensor) -> None:
+        pass
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return []
 
 
 def pick_tokens(logits: torch.Tensor, sampling: SamplingParams, generator):

@@ -1,13 +1,15 @@
 """`self_select` (SpecDiff-2 self-selection): K drafts from one drafter pass, verified as one trie.
 
 One bidirectional drafter pass gives the window marginals q_1..q_γ. K joint drafts are drawn
-independently per position from the warped q (drafter temperature / top-k), merged into a trie
-(shared prefixes once, duplicates merged, paths in draw order) and verified in one tree forward.
+independently per position from the warped q (drafter temperature / top-k) and verified in one tree forward
+as K chains of γ under the last committed token (`Layout.chains`: a fixed layout built once, on the device; twins
+are verified twice rather than merged, which keeps every shape fixed). Near the context limit the depth cut is the
+step's budget, known before any token is drawn, so multi-draft rejection stays lossless there.
 
 Which path is accepted is the acceptance rule's job (conf/acceptance, `decode/rules.py`); decode=self_select
 selects acceptance=tree:
-- tree: greedy = the longest argmax path plus its next argmax; sampled = multi-draft rejection along the
-  trie. Both lossless, for every K and drafter temperature. Records which draft won.
+- tree: greedy = the longest argmax path plus its next argmax; sampled = multi-draft rejection down the
+  drafts. Both lossless, for every K and drafter temperature. Records which draft won.
 - streak_proxy: the paper's rule. Score each draft by Σ_m Π_{j≤m} p_j(x_j), keep the best, accept along it
   only. Lossless with greedy acceptance; refused at temperature > 0 (biased there).
 """
@@ -17,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.acceptance import sample_probs, warp_probs
-from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, check_gamma
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
@@ -32,8 +34,8 @@ def sample_drafts(q_probs: torch.Tensor, k: int, generator) -> torch.Tensor:
     return sample_probs(q_probs.unsqueeze(0).expand(k, -1, -1), generator)  # (K, γ)
 
 
-class SelfSelectStrategy:
-    """One diffusion pass → K sampled drafts → trie; the acceptance rule picks the accepted path."""
+class SelfSelectStrategy(Stateless):
+    """One diffusion pass → K sampled drafts → K chains; the acceptance rule picks the accepted path."""
 
     name = "self_select"
 
@@ -50,24 +52,20 @@ class SelfSelectStrategy:
 
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
+        self.layout = Layout.chains(self.k, self.gamma, ctx.device)
+        self.depth_of_node = torch.arange(self.k * self.gamma, device=ctx.device) % self.gamma  # (K·γ,)
 
-    def reset(self) -> None:
-        self.drafter.reset()
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
 
-    def draft(self, seq, length, budget, sampling, generator) -> Draft:
-        """The trie build reads the drafts on the host (Draft.from_drafts): this step's one extra sync."""
-        gamma = min(self.gamma, budget)
-        if gamma <= 0:
-            return Draft.empty(self.device)
-        canvas = torch.full((gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
-        logits = self.drafter.window_logits(seq, length, canvas)  # (γ, V)
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        canvas = torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
+        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1)  # (γ, V)
         q_probs = self.q_probs(logits)  # (γ, V): exactly what the drafts are drawn from
         drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
-        # Greedy verification never reads q; leaving it out spares an (N, V) gather per step.
-        return Draft.from_drafts(drafts, q_probs if sampling.temperature > 0 else None)
+        # Greedy verification never reads q; leaving it out spares a (K·γ, V) gather per step.
+        node_q = q_probs[self.depth_of_node] if sampling.temperature > 0 else None  # (K·γ, V)
+        return Draft(drafts.flatten(), self.layout, node_q, clamp_limit(self.gamma, step))
 
     def q_probs(self, drafter_logits: torch.Tensor) -> torch.Tensor:
         return warp_probs(drafter_logits, self.drafter_temperature, self.drafter_top_k)
-
-    def observe(self, n_accepted: int) -> None:
-        pass

@@ -6,13 +6,13 @@ import math
 
 import torch
 
-from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, check_gamma, pick_tokens
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
 
-class SpecDiffStrategy:
+class SpecDiffStrategy(Stateless):
     """Each step unmasks ceil(remaining / steps left) positions.
 
     Temperature 0 unmasks the most confident positions first (SpecDiff). Temperature > 0 unmasks
@@ -30,32 +30,28 @@ class SpecDiffStrategy:
 
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
+        self.layout = Layout.chain(self.gamma, ctx.device)
 
-    def reset(self) -> None:
-        self.drafter.reset()
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
 
-    def draft(self, seq, length, budget, sampling, generator) -> Draft:
-        gamma = min(self.gamma, budget)
-        if gamma <= 0:
-            return Draft.empty(self.device)
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        gamma = self.gamma
         canvas = torch.full((gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
         masked = torch.ones(gamma, dtype=torch.bool, device=self.device)  # (γ,)
         q_out = None
-        steps, remaining = min(self.steps, gamma), gamma
-        for step in range(steps):
-            logits = self.drafter.window_logits(seq, length, canvas)  # (γ, V)
+        remaining = gamma
+        for t in range(self.steps):
+            logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, gamma + 1)  # (γ, V)
             tokens, q_probs = pick_tokens(logits, sampling, generator)  # (γ,), (γ, V) | None
-            k = math.ceil(remaining / (steps - step))
+            k = math.ceil(remaining / (self.steps - t))
             remaining -= k
             chosen = self._choose(logits, masked, k, greedy=q_probs is None)  # (γ,) bool
             canvas = torch.where(chosen, tokens, canvas)
             if q_probs is not None:
                 q_out = torch.where(chosen[:, None], q_probs, q_out if q_out is not None else q_probs)
             masked &= ~chosen
-        return Draft.chain(canvas, q_out, {"steps": steps})
-
-    def observe(self, n_accepted: int) -> None:
-        pass
+        return Draft.chain(canvas, q_out, clamp_limit(gamma, step), {"steps": self.steps})
 
     @staticmethod
     def _choose(logits: torch.Tensor, masked: torch.Tensor, k: int, greedy: bool) -> torch.Tensor:
