@@ -15,7 +15,7 @@ from specdiff2.errors import ConfigError
 from specdiff2.models.archs import arch_for
 from specdiff2.models.checkpoint import load_transformer, read_config
 from specdiff2.models.config import ModelArgs
-from specdiff2.models.diffusion import prefix_attention, resolve_mask_token_id
+from specdiff2.models.diffusion import prefix_attention, require_diffusion_family, resolve_mask_token_id
 from specdiff2.models.drafters import ARDrafter, DiffusionDrafter
 from specdiff2.models.dtypes import torch_dtype
 from specdiff2.models.parallel import init_tensor_parallel, load_sharded_transformer
@@ -67,6 +67,8 @@ def load_drafter_model(ref: CheckpointRef, ctx: EngineContext,
                        diffusion: bool) -> tuple[Transformer, dict, torch.Tensor, int | None]:
     """A drafter checkpoint: (model, config.json dict, proposable ids (V_verifier,) bool, mask id (diffusion))."""
     path = ref.resolve()
+    if diffusion:  # before the weights load: config.json names the family
+        require_diffusion_family(read_config(path), str(path))
     model, config = load_transformer(path, dtype=torch_dtype(ref.dtype), device=ctx.device)
     tokenizer = load_tokenizer(path)
     mask_id = resolve_mask_token_id(ref.mask_token_id, config, tokenizer, model.args.vocab_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from specdiff2.errors import CheckpointError
+from specdiff2.models.archs import arch_for
 
 
 def align_logits(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
@@ -41,6 +42,16 @@ def prefix_attention(config: dict) -> str:
     if value not in PREFIX_ATTENTION:
         raise CheckpointError(f"config.json prefix_attention={value!r} is unknown; use one of {PREFIX_ATTENTION}")
     return value
+
+
+def require_diffusion_family(config: dict, where: str) -> None:
+    """One line for an autoregressive checkpoint (Qwen2, LLaMA, ...) given as the diffusion drafter: it would
+    draft MASK-conditioned windows it never learnt (a Qwen verifier so loaded drafts with α_2 = 0, silently)."""
+    arch = arch_for(config)
+    if not arch.bidirectional:
+        raise CheckpointError(f"drafter {where} is an autoregressive {arch.name} checkpoint, not a masked-diffusion "
+                              "drafter (Dream, DiffuCoder, LLaDA or the pocket drafter); pass one as drafter.path, or "
+                              "draft with this one autoregressively: decode=sd_ar ar_drafter.path=DIR")
 
 
 def resolve_mask_token_id(configured: int | None, config: dict, tokenizer, rows: int, where: str) -> int:

@@ -25,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories
 from specdiff2.errors import CheckpointError, ConfigError, TokenizerError, require
 from specdiff2.models.checkpoint import read_config
-from specdiff2.models.diffusion import prefix_attention
+from specdiff2.models.diffusion import prefix_attention, require_diffusion_family, resolve_mask_token_id
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.tokenizer import load_tokenizer
 from specdiff2.models.vocab import proposable_ids
@@ -146,11 +146,13 @@ class DrafterConventions:
 
 
 def drafter_conventions(ref: CheckpointRef, drafter_dir: Path) -> DrafterConventions:
-    """The drafter's mask id and logit shift (its config ref, else config.json) and its prefix attention."""
+    """The drafter's mask id (drafter.mask_token_id, else the checkpoint's, checked against the checkpoint as decode
+    checks it), its logit shift and its prefix attention."""
     config = read_config(drafter_dir)
-    mask_id = ref.mask_token_id if ref.mask_token_id is not None else config.get("mask_token_id")
-    if mask_id is None:
-        raise CheckpointError(f"{drafter_dir}/config.json has no mask_token_id; pass drafter.mask_token_id=ID")
+    require_diffusion_family(config, str(drafter_dir))
+    tokenizer = load_tokenizer(drafter_dir)
+    rows = int(config.get("vocab_size") or len(tokenizer))
+    mask_id = resolve_mask_token_id(ref.mask_token_id, config, tokenizer, rows, str(drafter_dir))
     if ref.logit_shift is None:
         raise CheckpointError("drafter.logit_shift is unset; set true (Dream/DiffuCoder) or false (LLaDA)")
     return DrafterConventions(int(mask_id), bool(ref.logit_shift), prefix_attention(config))
