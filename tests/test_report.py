@@ -11,12 +11,14 @@ from specdiff2.report.claims import evaluate_claims, gain_verdict
 from specdiff2.report.projection import costs_from_real_shapes, project, reference_costs, tau_from_alphas
 from specdiff2.report.rundata import load_run
 
+STEPS = 100  # verifier steps per synthetic row: enough for a verdict (claims.MIN_STEPS)
+
 
 def _row(sweep, drafter, method, overrides, tps, tau, alphas, prompt_set="humaneval", temperature=0.0, **extra):
     pieces = ["def", " f", "(", "x", "):", "\n", "    return", " x"]
     steps = [[2, 3], [0, 1], [3, 4]]  # (accepted, committed) per step: 8 tokens
     row = {"sweep": sweep, "drafter": drafter, "set": prompt_set, "temperature": temperature,
-           "overrides": overrides, "method": method, "prompts": 1, "new_tokens": 8, "verifier_steps": 3,
+           "overrides": overrides, "method": method, "prompts": 2, "new_tokens": 256, "verifier_steps": STEPS,
            "mean_accept_len": tau, "tokens_per_s": tps, "wall_s": 8 / tps, "drafter_s": 0.2 * 8 / tps,
            "verifier_s": 0.6 * 8 / tps, "other_s": 0.2 * 8 / tps,
            "per_prompt": [{"id": "HumanEval/0", "token_ids": list(range(8)), "pieces": pieces, "steps": steps,
@@ -29,8 +31,8 @@ def _row(sweep, drafter, method, overrides, tps, tau, alphas, prompt_set="humane
 
 def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: float = 1400.0,
                  late: tuple[float, float] = (0.33, 0.1), k8_gain: float = 1.25, best_gamma_steps=(16, 4),
-                 cps_gain: float = 1.3) -> Path:
-    """A RUN_DIR as bench/reproduce.py writes it, with numbers chosen by the caller."""
+                 cps_gain: float = 1.3, steps: int = STEPS) -> Path:
+    """A RUN_DIR as bench/reproduce.py writes it, with numbers chosen by the caller (`steps`: per row)."""
     rows = [_row("reference", "pocket", "ar", "decode=ar", 1000.0, 1.0, [])]
     rows.append(_row("core", "pocket", "specdiff gamma=16", "decode=specdiff decode.strategy.gamma=16", 1500.0, 2.5,
                      [0.8, 0.5, 0.3], speedup_ar=1.5))
@@ -59,6 +61,8 @@ def make_run_dir(root: Path, device: str = "NVIDIA H100 80GB HBM3", streak_tps: 
         rows.append(_row("diffuspec", "pocket", f"diffuspec cps={cps} adl={adl}",
                          f"decode=diffuspec decode.strategy.cps={cps} decode.strategy.adl={adl}", tps, 2.5, [0.7, 0.5],
                          speedup_ar=tps / 1000))
+    for row in rows:
+        row["verifier_steps"] = steps
     rows.append({"sweep": "core", "drafter": "pocket", "set": "humaneval", "temperature": 0.0, "method": "broken",
                  "overrides": "decode=bogus", "error": "ConfigError: no such method"})
     (root / "decode").mkdir(parents=True, exist_ok=True)
@@ -119,6 +123,24 @@ def test_cpu_timings_are_not_comparable_but_acceptance_is(tmp_path):
     assert v["streak-distillation: late-position (j >= 8) acceptance over CE"] == "reproduced"
 
 
+def test_every_claim_states_its_sample_and_few_steps_give_no_verdict(tmp_path):
+    """Issue 22 item 2: the tiny sweep's 1 prompt x 24 tokens (~9 verifier steps a row) proves the code path only."""
+    judged = evaluate_claims(load_run(make_run_dir(tmp_path / "ok")))
+    assert all(c.sample.startswith("2 prompts, 256 new tokens, 100 verifier steps") for c in judged), judged
+    assert {c.verdict for c in judged} >= {"reproduced", "refuted"}
+    tiny = evaluate_claims(load_run(make_run_dir(tmp_path / "tiny", steps=9)),
+                           [{"profile": "streak / humaneval", "target": "Qwen2.5-72B", "speedup": 1.5, "tau": 2.0}])
+    verdicts = {c.verdict for c in tiny}
+    assert not any(v.startswith(("reproduced", "refuted")) for v in verdicts), verdicts
+    assert {"too few steps", "too few steps (projected)"} <= verdicts
+    few = [c for c in tiny if c.verdict.startswith("too few steps")]
+    assert all("9 verifier steps in a row < 50" in c.reason and "9 verifier steps" in c.sample for c in few)
+    late = next(c for c in tiny if c.claim.startswith("streak-distillation: late"))
+    assert late.sample == "2 prompts, 256 new tokens, 9 verifier steps per row (2 rows)"
+    report = build_report(make_run_dir(tmp_path / "tiny"))["report"]
+    assert "| claim | paper | set | sample | pocket | verdict | why |" in Path(report).read_text()
+
+
 def test_gain_rule_edges(tmp_path):
     run = load_run(make_run_dir(tmp_path))
     assert gain_verdict(None, 1.3, False, run)[0] == "not comparable"
@@ -132,7 +154,8 @@ def test_report_writes_markdown_figures_and_claims(tmp_path):
     assert set(out["figures"]) == {"alpha_per_arm", "tps_vs_k", "gamma_steps_heatmap", "diffuspec_bars"}
     for path in out["figures"].values():
         assert Path(path).stat().st_size > 5000  # a real PNG, not an empty canvas
-    assert "| streak-distillation: throughput over AR-distillation (CE) | ~+30% tok/s | humaneval | 1.40x" in report
+    assert ("| streak-distillation: throughput over AR-distillation (CE) | ~+30% tok/s | humaneval | 2 prompts, "
+            "256 new tokens, 100 verifier steps per row (2 rows) | 1.40x") in report
     assert "| ar | pocket | 1.00 | 1000.0 | 1.56x | 10.00x |" in report  # x HF static = 1000 / 640, x assisted
     assert "Projection, not a measurement" in report and "Qwen2.5-32B" in report
     assert "ConfigError: no such method" in report  # failed rows are shown, not hidden
@@ -225,7 +248,11 @@ def test_a_row_that_failed_then_succeeded_is_not_reported_as_failed(tmp_path):
 
 
 def test_projected_speedup_claim_is_labelled_and_judged_on_the_projection(tmp_path):
-    run = load_run(make_run_dir(tmp_path))
+    root = make_run_dir(tmp_path)
+    with open(root / "decode" / "rows.jsonl", "a") as f:  # the gsm8k profile's own row (its sample)
+        f.write("\n" + json.dumps(_row("arms", "streak", "specdiff gamma=16", "decode=specdiff", 900.0, 2.0, [0.5],
+                                        prompt_set="gsm8k")) + "\n")
+    run = load_run(root)
     projection = [{"profile": "streak / humaneval", "target": "Qwen2.5-72B", "speedup": 3.0, "tau": 3.5},
                   {"profile": "streak / humaneval", "target": "Qwen2.5-7B", "speedup": 9.0, "tau": 3.5},
                   {"profile": "ce / humaneval", "target": "Qwen2.5-72B", "speedup": 9.0, "tau": 3.5},

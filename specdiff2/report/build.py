@@ -74,8 +74,8 @@ def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     if wandb is not None:
         wb = open_run(run.root / "report_wandb", "report", **wandb)
         log_images(wb, figures)
-        log_table(wb, "report/claims", [c.as_dict() for c in claims], ["claim", "paper", "set", "pocket", "verdict",
-                                                                         "reason"])
+        log_table(wb, "report/claims", [c.as_dict() for c in claims], ["claim", "paper", "set", "sample", "pocket",
+                                                                         "verdict", "reason"])
         log_table(wb, "report/projection", projection, list(projection[0]) if projection else [])
         if wb is not None:
             wb.finish()

@@ -5,7 +5,9 @@ Every verdict is computed from the rows, by one rule written here and in the rep
   claimed best setting is where the pocket's best lies);
 - refuted: the data are there and miss that bar;
 - not comparable: rows are missing, or the claim is about wall-clock throughput and the run timed a CPU (tiny
-  models on CPU measure Python overhead, not the memory-bound GPU regime the papers time).
+  models on CPU measure Python overhead, not the memory-bound GPU regime the papers time);
+- too few steps: a row the comparison rests on has fewer than MIN_STEPS verifier steps; then neither
+  reproduced nor refuted is said. Every claim states its sample (prompts, new tokens, verifier steps per row).
 A wall-clock reason names the pocket drafter's share of the step (drafting time / verifying time): the papers'
 speed-ups assume drafting is cheap next to verifying a 32B-72B verifier. The speed-up over AR is also judged on
 the projection to a 72B verifier (report/projection.py), labelled as a projection.
@@ -20,6 +22,9 @@ from dataclasses import asdict, dataclass
 from specdiff2.report.rundata import RunData
 
 LATE_FROM = 8  # "late window positions": j >= 8 of a γ=16 window
+# Fewest verifier steps a compared row may have for a verdict: one prompt of 24 tokens (about 10 steps) says nothing;
+# the GPU sweep's 2 prompts x 128 tokens give 60-130 steps per row.
+MIN_STEPS = 50
 CPU_TIMED = ("not comparable", "tok/s timed on CPU (tiny models): not the GPU regime")
 
 
@@ -29,11 +34,37 @@ class ClaimResult:
     paper: str
     set: str
     pocket: str
-    verdict: str  # reproduced | refuted | not comparable
+    verdict: str  # reproduced | refuted | not comparable | too few steps
     reason: str
+    sample: str = ""  # what the verdict rests on: prompts, new tokens and verifier steps per row
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def sample_of(rows: list[dict]) -> str:
+    """'2 prompts, 256 new tokens, 90 verifier steps' (ranges over rows, and the row count, when several)."""
+    if not rows:
+        return "–"
+    prompts = [int(r.get("prompts", len(r.get("per_prompt", [])))) for r in rows]
+    text = (f"{_span(prompts)} prompt{'s' if max(prompts) != 1 else ''}, "
+            f"{_span([int(r.get('new_tokens', 0)) for r in rows])} new tokens, "
+            f"{_span([int(r.get('verifier_steps', 0)) for r in rows])} verifier steps")
+    return text + (f" per row ({len(rows)} rows)" if len(rows) > 1 else "")
+
+
+def result(rows: list[dict], claim: str, paper: str, s: str, pocket: str, verdict: str, reason: str) -> ClaimResult:
+    """A claim row with its sample; a reproduced/refuted verdict on a row of < MIN_STEPS steps is 'too few steps'."""
+    fewest = min((int(r.get("verifier_steps", 0)) for r in rows), default=0)
+    if verdict.startswith(("reproduced", "refuted")) and fewest < MIN_STEPS:
+        label = " (projected)" if verdict.endswith("(projected)") else ""
+        reason = f"{reason}; not judged: {fewest} verifier steps in a row < {MIN_STEPS}"
+        verdict = f"too few steps{label}"
+    return ClaimResult(claim, paper, s, pocket, verdict, reason, sample_of(rows))
 
 
 def overrides_of(row: dict) -> dict[str, str]:
@@ -85,8 +116,8 @@ def streak_vs_ce(run: RunData) -> list[ClaimResult]:
         ratio = streak["tokens_per_s"] / max(ce["tokens_per_s"], 1e-9)
         tau = streak["mean_accept_len"] / max(ce["mean_accept_len"], 1e-9)
         v, why = gain_verdict(ratio, 1.30, True, run)
-        out.append(ClaimResult("streak-distillation: throughput over AR-distillation (CE)", "~+30% tok/s", s,
-                               f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", v, why + cost_note(streak)))
+        out.append(result([streak, ce], "streak-distillation: throughput over AR-distillation (CE)", "~+30% tok/s", s,
+                          f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", v, why + cost_note(streak)))
         late_s, late_c = late_alpha(streak), late_alpha(ce)
         if late_s is None or late_c is None:
             v, why, shown = "not comparable", f"no α_j for j >= {LATE_FROM} (γ < {LATE_FROM})", "–"
@@ -98,8 +129,8 @@ def streak_vs_ce(run: RunData) -> list[ClaimResult]:
             v, why = gain_verdict(ratio, 3.2, False, run)
             why += f" over {_steps(streak, ce)} verifier steps"
             shown = f"{ratio:.2f}x (mean α_{LATE_FROM}+ {late_s:.3f} vs {late_c:.3f})"
-        out.append(ClaimResult(f"streak-distillation: late-position (j >= {LATE_FROM}) acceptance over CE",
-                               "3.2x", s, shown, v, why))
+        out.append(result([streak, ce], f"streak-distillation: late-position (j >= {LATE_FROM}) acceptance over CE",
+                          "3.2x", s, shown, v, why))
     return out
 
 
@@ -129,25 +160,26 @@ def _self_selection(run: RunData, grid: dict, s: str) -> list[ClaimResult]:
            for t in (1.5, 2.0) if (8, t) in grid and (1, t) in grid]
     best = max(hot) if hot else None
     v, why = gain_verdict(best[0] if best else None, 1.20, True, run)
-    out.append(ClaimResult("self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
-                           f"{best[0]:.2f}x at t={best[1]:g}" if best else "–", v, why))
+    out.append(result([grid[(8, best[1])], grid[(1, best[1])]] if best else [],
+                      "self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
+                      f"{best[0]:.2f}x at t={best[1]:g}" if best else "–", v, why))
     at8 = {t: r for (k, t), r in grid.items() if k == 8}
     if len(at8) >= 2 and not on_cpu(run):
         t_best = max(at8, key=lambda t: at8[t]["tokens_per_s"])
         ok = 1.5 <= t_best <= 2.0
-        out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s,
-                               f"t={t_best:g} ({at8[t_best]['tokens_per_s']:.0f} tok/s)",
-                               "reproduced" if ok else "refuted",
-                               f"best of {sorted(at8)} is {t_best:g}"))
+        out.append(result(list(at8.values()), "self-selection: best drafter temperature at K=8", "1.5-2", s,
+                          f"t={t_best:g} ({at8[t_best]['tokens_per_s']:.0f} tok/s)",
+                          "reproduced" if ok else "refuted", f"best of {sorted(at8)} is {t_best:g}"))
     elif len(at8) >= 2:
-        out.append(ClaimResult("self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
-                               *CPU_TIMED))
+        out.append(result(list(at8.values()), "self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
+                          *CPU_TIMED))
     if (8, 0.1) in grid and (1, 0.1) in grid:
         tau = grid[(8, 0.1)]["mean_accept_len"] / max(grid[(1, 0.1)]["mean_accept_len"], 1e-9)
         ok = tau <= 1.05
-        out.append(ClaimResult("self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none",
-                               s, f"τ {tau:.2f}x", "reproduced" if ok else "refuted",
-                               f"τ gain {tau - 1:+.0%} ({'within' if ok else 'beyond'} ±5%)"))
+        out.append(result([grid[(8, 0.1)], grid[(1, 0.1)]],
+                          "self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none",
+                          s, f"τ {tau:.2f}x", "reproduced" if ok else "refuted",
+                          f"τ gain {tau - 1:+.0%} ({'within' if ok else 'beyond'} ±5%)"))
     return out
 
 
@@ -174,13 +206,14 @@ def diffuspec(run: RunData) -> list[ClaimResult]:
                 verdict, why = CPU_TIMED
             else:
                 verdict, why = ("reproduced", "CPS+ADL faster") if ratio > 1 else ("refuted", "fixed length faster")
-            out.append(ClaimResult("DiffuSpec: CPS+ADL over fixed draft length", "> 1x", s,
-                                   f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", verdict, why + cost_note(both)))
-        speedups = [r["speedup_ar"] for r in v.values() if "speedup_ar" in r]
-        if speedups:
-            verdict, why = gain_verdict(max(speedups), 3.0, True, run)
-            out.append(ClaimResult("DiffuSpec: speed-up over AR (best variant)", "up to 3x", s,
-                                   f"{max(speedups):.2f}x", verdict, why))
+            out.append(result([both, fixed], "DiffuSpec: CPS+ADL over fixed draft length", "> 1x", s,
+                              f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", verdict, why + cost_note(both)))
+        timed = [r for r in v.values() if "speedup_ar" in r]
+        if timed:
+            best = max(timed, key=lambda r: r["speedup_ar"])
+            verdict, why = gain_verdict(best["speedup_ar"], 3.0, True, run)
+            out.append(result([best], "DiffuSpec: speed-up over AR (best variant)", "up to 3x", s,
+                              f"{best['speedup_ar']:.2f}x", verdict, why))
     return out
 
 
@@ -203,7 +236,8 @@ def specdiff_gamma_steps(run: RunData) -> list[ClaimResult]:
         else:
             ok = 10 <= best[0] <= 20 and 4 <= best[1] <= 6
             verdict, why = ("reproduced" if ok else "refuted"), f"best of {len(cells)} cells"
-        out.append(ClaimResult("SpecDiff: best γ and denoising steps T", "γ 10-20, T 4-6", s, shown, verdict, why))
+        out.append(result(list(cells.values()), "SpecDiff: best γ and denoising steps T", "γ 10-20, T 4-6", s, shown,
+                          verdict, why))
     return out
 
 
@@ -215,8 +249,9 @@ def specdiff2_speedup(run: RunData) -> list[ClaimResult]:
             continue
         best = max(rows, key=lambda r: r["speedup_ar"])
         verdict, why = gain_verdict(best["speedup_ar"], 4.22, True, run)
-        out.append(ClaimResult("SpecDiff-2: speed-up over AR (streak drafter, best method)", "4.22x avg, up to 5.5x",
-                               s, f"{best['speedup_ar']:.2f}x ({best['method']})", verdict, why + cost_note(best)))
+        out.append(result([best], "SpecDiff-2: speed-up over AR (streak drafter, best method)",
+                          "4.22x avg, up to 5.5x", s, f"{best['speedup_ar']:.2f}x ({best['method']})", verdict,
+                          why + cost_note(best)))
     return out
 
 
@@ -232,9 +267,10 @@ def specdiff2_projected(run: RunData, projection: list[dict]) -> list[ClaimResul
         if arm != "streak" or p["target"] != PROJECTED_TARGET:
             continue
         verdict, why = gain_verdict(p["speedup"], 4.22, False, run)
-        out.append(ClaimResult(f"SpecDiff-2: speed-up over AR, projected to {PROJECTED_TARGET} (streak α, 7B drafter)",
-                               "4.22x avg, up to 5.5x", s, f"{p['speedup']:.2f}x projected (τ {p['tau']:.2f})",
-                               f"{verdict} (projected)", f"projection, not a measurement: {why}"))
+        out.append(result(run.select(sweep="arms", drafter="streak", set=s, temperature=0.0),
+                          f"SpecDiff-2: speed-up over AR, projected to {PROJECTED_TARGET} (streak α, 7B drafter)",
+                          "4.22x avg, up to 5.5x", s, f"{p['speedup']:.2f}x projected (τ {p['tau']:.2f})",
+                          f"{verdict} (projected)", f"projection, not a measurement: {why}"))
     return out
 
 

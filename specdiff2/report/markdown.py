@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from specdiff2.report.claims import (
+    MIN_STEPS,
     ClaimResult,
     _diffuspec,
     _self_select,
@@ -72,13 +73,16 @@ def _ratio(tps: float, base: dict | None) -> str:
 
 
 def claims_section(results: list[ClaimResult]) -> str:
-    rows = [[c.claim, c.paper, c.set, c.pocket, f"**{c.verdict}**", c.reason] for c in results]
+    rows = [[c.claim, c.paper, c.set, c.sample, c.pocket, f"**{c.verdict}**", c.reason] for c in results]
     rule = ("Verdict rule (specdiff2/report/claims.py): *reproduced* when the pocket gain (ratio − 1) is at least "
             "half the paper's, or the claimed best setting is the pocket's best; *refuted* when the data miss that; "
-            "*not comparable* when rows are missing or a wall-clock claim was timed on CPU. Wall-clock reasons give "
+            "*not comparable* when rows are missing or a wall-clock claim was timed on CPU; *too few steps* (never "
+            f"reproduced or refuted) when a row it rests on has fewer than {MIN_STEPS} verifier steps. *sample*: "
+            "prompts, new tokens and verifier steps of each row the verdict rests on. Wall-clock reasons give "
             "the pocket drafter's time relative to the verifier's; *(projected)* verdicts judge the projection "
             "section's speed-up (measured α, real-shape step costs), not a timing.")
-    return "## Claims\n\n" + rule + "\n\n" + table(["claim", "paper", "set", "pocket", "verdict", "why"], rows)
+    return "## Claims\n\n" + rule + "\n\n" + table(["claim", "paper", "set", "sample", "pocket", "verdict", "why"],
+                                                     rows)
 
 
 def arms_section(run: RunData) -> str:
