@@ -263,3 +263,18 @@ def test_projected_speedup_claim_is_labelled_and_judged_on_the_projection(tmp_pa
     assert projected["gsm8k"].verdict == "refuted (projected)"
     assert all(c.reason.startswith("projection, not a measurement") for c in projected.values())
     assert not [c for c in evaluate_claims(run) if "projected" in c.claim]
+
+
+def test_heatmap_labels_read_on_light_and_dark_cells_and_the_colour_bar_is_labelled(tmp_path, monkeypatch):
+    """Issue 22 item 12: white labels on viridis' yellow cells were unreadable; the colour bar had no label."""
+    from matplotlib.colors import to_rgb
+
+    from specdiff2.report import figures
+
+    saved = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.setdefault("fig", fig))
+    figures.gamma_steps_heatmap(load_run(make_run_dir(tmp_path)), tmp_path)
+    heat, bar = saved["fig"].axes
+    colors = {t.get_text().split("\n")[0]: to_rgb(t.get_color()) for t in heat.texts}
+    assert colors["1200"] == (0.0, 0.0, 0.0) and colors["900"] == (1.0, 1.0, 1.0)  # yellow max, purple min
+    assert bar.get_ylabel() == "tok/s (NVIDIA H100 80GB HBM3)"

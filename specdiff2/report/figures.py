@@ -61,6 +61,12 @@ def tps_vs_k(run: RunData, out: Path) -> Path | None:
     return _save(fig, out / "tps_vs_k.png")
 
 
+def label_color(rgba) -> str:
+    """Black on light cells (viridis' yellow end), white on dark ones: text that reads on any cell."""
+    r, g, b = rgba[:3]
+    return "k" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "w"  # relative luminance (sRGB weights)
+
+
 def gamma_steps_heatmap(run: RunData, out: Path) -> Path | None:
     """SpecDiff: tok/s over γ × denoising steps T (τ written in each cell)."""
     sets = [s for s in run.sets() if run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0)]
@@ -79,11 +85,11 @@ def gamma_steps_heatmap(run: RunData, out: Path) -> Path | None:
             for j, t in enumerate(steps):
                 if (g, t) in cells:
                     ax.text(j, i, f"{grid[i][j]:.0f}\nτ{cells[(g, t)]['mean_accept_len']:.2f}", ha="center",
-                            va="center", fontsize=7, color="w")
+                            va="center", fontsize=7, color=label_color(im.cmap(im.norm(grid[i][j]))))
         ax.set_xticks(range(len(steps)), [str(t) for t in steps])
         ax.set_yticks(range(len(gammas)), [str(g) for g in gammas])
         ax.set(title=f"SpecDiff tok/s, {s}", xlabel="denoising steps T", ylabel="γ")
-        fig.colorbar(im, ax=ax)
+        fig.colorbar(im, ax=ax, label=f"tok/s ({run.device})")
     return _save(fig, out / "gamma_steps_heatmap.png")
 
 
