@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from specdiff2.decode.acceptance import multi_draft_output_probs
-from specdiff2.decode.draft import Draft
+from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
 from specdiff2.decode.rules import (
@@ -23,7 +23,8 @@ from specdiff2.decode.rules import (
 )
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
-from specdiff2.decode.strategies.self_select import SelfSelectStrategy, sample_drafts
+from specdiff2.decode.strategies.base import StepInput
+from specdiff2.decode.strategies.self_select import SelfSelectStrategy, draft_stats, sample_drafts
 from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.stats import chi2_fits
@@ -81,58 +82,68 @@ P2 = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.0, 0.3, 0.0],  # verifier at de
 Q = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.25, 0.25]], dtype=torch.float64)  # drafter q_1, q_2
 
 
+def chains(drafts: torch.Tensor, limit: int = 2) -> Draft:
+    """K fixed drafts (K, 2) as the strategy lays them out: K chains, each node carrying its depth's q."""
+    k, gamma = drafts.shape
+    node_q = Q[torch.arange(k * gamma) % gamma]  # (K·γ, V)
+    return Draft(drafts.flatten(), Layout.chains(k, gamma, "cpu"), node_q, torch.tensor(limit))
+
+
 def tree_logits(draft: Draft) -> torch.Tensor:
     """Verifier log-probs (N+1, V) of the two-level tree: row 0 → P1, a depth-1 node x1 → P2[x1]."""
     rows = [P1] + [P2[t] if par < 0 else P1 for t, par in zip(draft.tokens.tolist(), draft.parents.tolist())]
     return torch.stack(rows).log()
 
 
-def exact_first_two(draft: Draft) -> torch.Tensor:
-    """Exact (V, V) law of the first two committed tokens of the trie rule on fixed drafts (γ = 2).
+def exact_first_two(drafts: torch.Tensor, limit: int = 2) -> torch.Tensor:
+    """Exact (V, V) law of the first two committed tokens of multi-draft rejection on fixed drafts (K, 2).
 
-    Depth 1 tries the drafts' first tokens in draw order; an accepted x1 continues with the drafts through
-    its node, a residual x1 (never equal to a candidate) leaves the next step to sample x2 ~ p(·|x1).
+    Depth 1 tries the drafts' first tokens in draw order; an accepted x1 continues with the drafts that start with
+    it; a residual x1 (never equal to a candidate), or a depth cut at 1, leaves the next step to sample
+    x2 ~ p(·|x1).
     """
-    paths, tokens = draft.paths, draft.tokens
-    first = multi_draft_output_probs(tokens[paths[:, 0]], Q[0], P1)  # (V,)
+    first = multi_draft_output_probs(drafts[:, 0], Q[0], P1)  # (V,)
     joint = torch.zeros(V, V, dtype=torch.float64)
     for x1 in range(V):
-        through = paths[:, 0][tokens[paths[:, 0]] == x1]  # the node of x1, once per draft through it
-        if through.numel():
-            second = tokens[paths[paths[:, 0] == through[0], 1]]  # (C,) next tokens of those drafts
-            joint[x1] = first[x1] * multi_draft_output_probs(second, Q[1], P2[x1])
+        through = drafts[:, 0] == x1
+        if through.any() and limit > 1:
+            joint[x1] = first[x1] * multi_draft_output_probs(drafts[through, 1], Q[1], P2[x1])
         else:
             joint[x1] = first[x1] * P2[x1]
     return joint
 
 
+@pytest.mark.parametrize("limit", [1, 2])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_trie_rule_is_exact_over_all_draft_tuples(k):
-    """Σ over every K-tuple of i.i.d. drafts of P(tuple)·law(tuple) == p(x1)·p(x2|x1), to rounding."""
+def test_multi_draft_rule_is_exact_over_all_draft_tuples(k, limit):
+    """Σ over every K-tuple of i.i.d. drafts of P(tuple)·law(tuple) == p(x1)·p(x2|x1), to rounding; also with the
+    depth cut at 1, as near the context limit (the cut is fixed before any draft is drawn)."""
     total = torch.zeros(V, V, dtype=torch.float64)
     for flat in itertools.product(range(V), repeat=2 * k):
         drafts = torch.tensor(flat).view(k, 2)  # (K, γ)
         weight = Q[0][drafts[:, 0]].prod() * Q[1][drafts[:, 1]].prod()
         if weight > 0:
-            total += weight * exact_first_two(Draft.from_drafts(drafts, Q))
+            total += weight * exact_first_two(drafts, limit)
     torch.testing.assert_close(total, P1[:, None] * P2, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("samples", [pytest.param(3000, marks=pytest.mark.slow), 1000])
+@pytest.mark.parametrize("limit", [1, 2])
 @pytest.mark.parametrize("drafts", [[[0, 1], [0, 2], [1, 1]], [[2, 3], [2, 3], [0, 3]], [[3, 1], [1, 2], [3, 2]]])
-def test_rejection_rule_matches_the_exact_trie_law(drafts, samples):
-    """The engine's RejectionRule on a fixed trie samples exactly the law `exact_first_two` computes."""
-    draft = Draft.from_drafts(torch.tensor(drafts), Q)
+def test_rejection_rule_matches_the_exact_law(drafts, limit, samples):
+    """The engine's RejectionRule on fixed K chains samples exactly the law `exact_first_two` computes."""
+    drafts = torch.tensor(drafts)
+    draft = chains(drafts, limit)
     logits, rule, params = tree_logits(draft), RejectionRule(), SamplingParams(1.0)
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(V, V, dtype=torch.float64)
     for _ in range(samples):
-        path, nxt = rule(draft, logits, params, gen)
-        out = draft.tokens[path].tolist() + [int(nxt)]
+        winner, n, nxt = rule(draft, logits, params, gen)
+        out = drafts[int(winner), : int(n)].tolist() + [int(nxt)]
         if len(out) == 1:  # the next engine step: x2 ~ p(·|x1)
             out.append(int(torch.multinomial(P2[out[0]], 1, generator=gen)))
         counts[out[0], out[1]] += 1
-    assert chi2_fits(counts.flatten(), exact_first_two(draft).flatten())
+    assert chi2_fits(counts.flatten(), exact_first_two(drafts, limit).flatten())
 
 
 @pytest.mark.parametrize("samples", [pytest.param(1000, marks=pytest.mark.slow), 250])
@@ -165,25 +176,30 @@ def test_sampled_tokens_follow_the_verifier(world, samples):
 
 # --- trie construction, commit, streak proxy ----------------------------------------------------------------
 
-def test_drafts_are_a_trie_of_independent_samples_from_q(world):
+def test_drafts_are_k_independent_samples_from_q(world):
     w, verifier, tok, prompts = world
     strat = strategy(world, gamma=5, k=16, drafter_temperature=2.0, drafter_top_k=3)
     engine(world, strat, temperature=1.0)
+    n = len(prompts[0])
     seq = torch.tensor(prompts[0] + [0] * 16)
-    draft = strat.draft(seq, len(prompts[0]), 16, SamplingParams(1.0), torch.Generator().manual_seed(0))
+    strat.reset(seq[:n])
+    step = StepInput(seq, torch.tensor(n), torch.tensor(16), 64)
+    draft = strat.draft(step, SamplingParams(1.0), torch.Generator().manual_seed(0))
     masks = torch.full((5,), strat.drafter.mask_token_id)  # (γ,)
-    q = strat.q_probs(strat.drafter.window_logits(seq, len(prompts[0]), masks))  # (γ, V)
-    assert draft.paths.shape == (16, 5) and (draft.paths >= 0).all()
-    drafts = draft.tokens[draft.paths]  # (K, γ) back in draw order
+    q = strat.q_probs(strat.drafter.window_logits(seq, n, masks))  # (γ, V)
+    assert draft.paths.shape == (16, 5) and (draft.paths >= 0).all() and int(draft.limit) == 5
+    drafts = draft.tokens[draft.paths]  # (K, γ) in draw order
     depth = torch.arange(5).expand(16, 5)
     torch.testing.assert_close(draft.q_probs[draft.paths], q[depth])  # each node carries its depth's q
     assert (q[depth, drafts] > 0).all() and ((q > 0).sum(-1) == 3).all()  # top-k 3 drawn from q's support
-    keys = list(zip(draft.parents.tolist(), draft.tokens.tolist()))
-    assert len(set(keys)) == len(keys)  # siblings distinct: shared prefixes stored once
-    assert (draft.parents < torch.arange(draft.size)).all()  # topological order
-    assert draft.info == {"drafts": 16, "distinct_drafts": len({tuple(r) for r in drafts.tolist()}),
-                          "tree_size": draft.size}
-    assert strat.draft(seq, len(prompts[0]), 0, SamplingParams(1.0), None).size == 0
+    assert {k: float(v) for k, v in draft.info.items()} == {k: float(v) for k, v in draft_stats(drafts).items()}
+    step.budget.fill_(2)
+    assert int(strat.draft(step, SamplingParams(1.0), torch.Generator()).limit) == 2  # the budget cuts the depth
+
+
+def test_draft_stats_count_the_trie_the_drafts_would_make():
+    stats = draft_stats(torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]]))
+    assert {k: float(v) for k, v in stats.items()} == {"drafts": 4, "distinct_drafts": 3, "tree_size": 6}
 
 
 def test_sample_drafts_draws_each_position_independently_from_q():
@@ -200,26 +216,27 @@ def test_commit_matches_a_fresh_prefill(world, monkeypatch, temperature):
     fresh, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), torch.device("cpu"), 256)
     moved = []
     commit = verifier.commit
-    monkeypatch.setattr(verifier, "commit", lambda start, path: (
-        moved.append(not torch.equal(path, torch.arange(path.numel()))), commit(start, path))[1])
+    monkeypatch.setattr(verifier, "commit", lambda start, draft, nodes: (
+        moved.append(not torch.equal(nodes, torch.arange(nodes.numel()))), commit(start, draft, nodes))[1])
 
     class Checked(SelfSelectStrategy):
-        def draft(self, seq, length, budget, sampling, generator):
-            self.seq, self.length = seq, length
-            return super().draft(seq, length, budget, sampling, generator)
+        def draft(self, step, sampling, generator):
+            self.step = step
+            return super().draft(step, sampling, generator)
 
-        def observe(self, n_accepted):
-            end = self.length + n_accepted + 1  # committed tokens now in seq[:end]
-            root, empty = self.seq[end - 1], Draft.empty(self.seq.device)
-            cached = verifier.verify(root, empty, end - 1)[0]  # rewrites the root slot with the same KV
-            fresh.prefill(self.seq[: end - 1])
-            torch.testing.assert_close(cached, fresh.verify(root, empty, end - 1)[0], rtol=1e-4, atol=1e-4)
+        def observe(self, n_accepted, live):
+            end = int(self.step.length)  # the engine has committed: tokens now in seq[:end]
+            root, empty = self.step.seq[end - 1], Draft.empty(self.step.length)
+            start = torch.tensor(end - 1)
+            cached = verifier.verify(root, empty, start, 256)[0]  # rewrites the root slot with the same KV
+            fresh.prefill(self.step.seq[: end - 1])
+            torch.testing.assert_close(cached, fresh.verify(root, empty, start, 256)[0], rtol=1e-4, atol=1e-4)
 
     strat = Checked(drafter(world), gamma=6, k=8, drafter_temperature=2.0)
     eng = engine(world, strat, temperature)
     for p in prompts:
         eng.generate(p, 24, seed=1)
-    assert sum(moved) >= 2  # some accepted paths really were scattered in the tree and compacted
+    assert sum(moved) >= 2  # some accepted paths really were in a later chain and moved
 
 
 def test_streak_proxy_picks_the_best_streak_and_accepts_greedily():
@@ -227,7 +244,7 @@ def test_streak_proxy_picks_the_best_streak_and_accepts_greedily():
     rule = StreakProxyRule()
     for _ in range(30):
         drafts = torch.randint(0, 3, (4, 3), generator=gen)  # (K, γ) small vocab: shared prefixes
-        draft = Draft.from_drafts(drafts)
+        draft = Draft(drafts.flatten(), Layout.chains(4, 3, "cpu"), None, torch.tensor(3))
         logits = torch.randn(draft.size + 1, 5, generator=gen, dtype=torch.float64) * 2  # (N+1, V)
         logits[:, 0] += 1.5  # token 0 often the argmax: some paths get accepted
         p = logits.softmax(-1)
@@ -239,18 +256,15 @@ def test_streak_proxy_picks_the_best_streak_and_accepts_greedily():
                 score += prod
             scores.append(score)
         best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        path, nxt = rule(draft, logits, SamplingParams(0.0), None)
+        winner, n_acc, nxt = rule(draft, logits, SamplingParams(0.0), None)
         nodes = draft.paths[best]
         argmax = logits.argmax(-1)
         n = 0
         while n < 3 and int(draft.tokens[nodes[n]]) == int(argmax[0 if n == 0 else int(nodes[n - 1]) + 1]):
             n += 1
-        if draft.is_chain:
-            assert int(path) == n
-        else:
-            assert path.tolist() == nodes[:n].tolist()
+        assert int(winner) == best and int(n_acc) == n
         assert int(nxt) == int(argmax[0 if n == 0 else int(nodes[n - 1]) + 1])
-        assert draft.info["winner"] == best
+        assert float(draft.info["winner"]) == best
 
 
 def test_bad_inputs_give_one_line_errors(world):
@@ -267,4 +281,58 @@ def test_bad_inputs_give_one_line_errors(world):
             fn()
         assert needle in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="streak_proxy"):
-        StreakProxyRule()(Draft.empty(torch.device("cpu")), torch.zeros(1, 4), SamplingParams(1.0), None)
+        StreakProxyRule()(Draft.empty(torch.tensor(0)), torch.zeros(1, 4), SamplingParams(1.0), None)
+
+
+@pytest.mark.parametrize("samples", [pytest.param(2000, marks=pytest.mark.slow), 600])
+def test_sampled_tokens_follow_the_verifier_at_the_context_limit(world, samples):
+    """T = 1 with a cache 3 slots past the prompt: K·γ = 12 draft nodes do not fit the room, so the depth is cut.
+
+    The cut must be decided before any token is drawn (here: the step's budget, 2). Cutting only when the drawn
+    drafts make a large trie (as the engine once did) keeps the drafts that agree and drops the others: the
+    first tokens then follow a law other than p.
+    """
+    w, _, tok, prompts = world
+    prompt = prompts[1]
+    verifier, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), torch.device("cpu"), len(prompt) + 3)
+    params = SamplingParams(1.0, 3)
+    strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=2.0, drafter_top_k=2)
+    eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
+    with torch.no_grad():
+        def p_next(ids):
+            return params.probs(verifier.model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
+        p1 = p_next(prompt)
+        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
+                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
+    cells = sorted(joint)
+    counts = torch.zeros(len(cells), dtype=torch.float64)
+    for s in range(samples):
+        out = eng.generate(prompt, 8, seed=s).token_ids
+        assert len(out) <= 3
+        counts[cells.index(tuple(out[:2]))] += 1
+    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("second", ["same", "different"])
+def test_the_depth_cut_near_the_context_limit_ignores_the_drawn_drafts(world, greedy_reference, monkeypatch, second):
+    """Near max_seq_len the verified depth must be fixed before drafts are drawn (then multi-draft rejection stays
+    exact: the rule-level law test above holds for any fixed cut). Two drafts that agree, or differ only at depth
+    2, must be verified to the same depth: both start with the verifier's own continuation, p is one-hot (top-k 1),
+    so exactly the uncut depth + the bonus is committed. An engine that cut only large tries (distinct drafts make
+    one) committed fewer tokens in the second case: a cut that depends on the drawn tokens."""
+    w, verifier_full, tok, prompts = world
+    prompt = list(next(iter(greedy_reference)))
+    truth = greedy_reference[tuple(prompt)]
+    verifier, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), torch.device("cpu"), len(prompt) + 3)
+
+    def forced(q_probs, k, generator):
+        drafts = torch.tensor([truth[: q_probs.shape[0]]] * k)  # (K, γ) the verifier's continuation, twice
+        if second == "different":
+            drafts[1, 1] = (truth[1] + 1) % 50 + 3
+        return drafts
+
+    monkeypatch.setattr("specdiff2.decode.strategies.self_select.sample_drafts", forced)
+    strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=1.0)
+    params = SamplingParams(1.0, 1)
+    gen = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params).generate(prompt, 8)
+    assert gen.token_ids == truth[:3] and gen.steps[0] == (2, 3)

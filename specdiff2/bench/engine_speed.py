@@ -37,6 +37,8 @@ METHODS = [
     "decode=specdiff decode.strategy.gamma=16 decode.models.drafter.cache=exact",
     "decode=specdiff decode.strategy.gamma=32",
     "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4",
+    "decode=self_select decode.strategy.gamma=16 decode.strategy.k=1 decode.strategy.drafter_temperature=0.1",
+    "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4 decode.strategy.drafter_temperature=0.1",
     "decode=diffuspec",
 ]
 
@@ -65,7 +67,7 @@ def engine_rows(base_overrides: list[str], methods: list[str], prompts: list[lis
 
 
 def profile_one(base_overrides: list[str], method: str, ids: list[int], max_new: int) -> str:
-    """Top operators by GPU time and the host-side total for one warmed generation."""
+    """Top operators by GPU time for one warmed generation, and GPU-busy (kernel time) against wall per step."""
     from torch.profiler import ProfilerActivity, profile
 
     engine = engine_from_config(compose("decode", [*base_overrides, *method.split()]))
@@ -73,25 +75,39 @@ def profile_one(base_overrides: list[str], method: str, ids: list[int], max_new:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         gen = engine.generate(ids, max_new)
     steps = gen.metrics["verifier_steps"]
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50)
-    return f"--- {method}: {steps} steps, {gen.metrics['wall_s'] * 1e3 / steps:.2f} ms/step ---\n{table}"
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    table = events.table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50)
+    return (f"--- {method}: {steps} steps, wall {gen.metrics['wall_s'] * 1e3 / steps:.3f} ms/step (profiled), "
+            f"kernels {kernel_us / 1e3 / steps:.3f} ms/step ---\n{table}")
+
+
+def per_step(r: dict, key: str) -> float:
+    return 1e3 * r.get(key, 0.0) / max(1, r.get("verifier_steps", 1))
 
 
 def print_rows(rows: list[dict], title: str, static_tps: float, ref_outputs) -> None:
+    """Wall and GPU-busy per step side by side: GPU-busy is the drafter + verifier phases timed with CUDA events
+    around their graph replays (the host runs ahead, so the events bracket GPU work); wall / GPU-busy is the
+    host's share of the step."""
     table = Table(title=title)
-    for col in ("method", "τ", "tok/s", "x HF static", "draft s", "verify s", "other s", "other %", "agree"):
+    for col in ("method", "τ", "tok/s", "x HF static", "wall ms/step", "GPU ms/step", "wall/GPU", "draft ms",
+                "verify ms", "other %", "agree"):
         table.add_column(col, justify="right")
     for r in rows:
         if "error" in r:
-            table.add_row(r["method"], "error", r["error"][:80], *[""] * 6)
+            table.add_row(r["method"], "error", r["error"][:80], *[""] * 8)
             continue
-        wall = r.get("wall_s", 0.0)
-        split = [f"{r[k]:.2f}" if k in r else "" for k in ("drafter_s", "verifier_s", "other_s")]
-        other = f"{100 * r['other_s'] / wall:.0f}%" if wall else ""
+        wall, busy = per_step(r, "wall_s"), per_step(r, "drafter_s") + per_step(r, "verifier_s")
+        engine_row = "drafter_s" in r
         table.add_row(r["method"], f"{r.get('mean_accept_len', 1.0):.2f}", f"{r['tokens_per_s']:.0f}",
-                      f"{r['tokens_per_s'] / static_tps:.2f}x", *split, other,
+                      f"{r['tokens_per_s'] / static_tps:.2f}x", f"{wall:.3f}" if engine_row else "",
+                      f"{busy:.3f}" if engine_row else "", f"{wall / busy:.2f}" if engine_row and busy else "",
+                      f"{per_step(r, 'drafter_s'):.3f}" if engine_row else "",
+                      f"{per_step(r, 'verifier_s'):.3f}" if engine_row else "",
+                      f"{100 * (1 - busy / wall):.0f}%" if engine_row and wall else "",
                       f"{token_agreement(ref_outputs, r['outputs']):.3f}")
-    Console(width=200).print(table)
+    Console(width=220).print(table)
 
 
 def main() -> None:
@@ -123,7 +139,8 @@ def main() -> None:
                    f"{device}", static["tokens_per_s"] if static else rows[0]["tokens_per_s"], ref)
         results["sets"][name] = [{k: v for k, v in r.items() if k != "outputs"} for r in hf + rows]
     if args.profile:
-        for method in ("decode=ar", "decode=specdiff decode.strategy.gamma=16"):
+        for method in ("decode=ar", "decode=specdiff decode.strategy.gamma=16",
+                       "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4", "decode=diffuspec"):
             print(profile_one(args.overrides, method, prompts[0], 64))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

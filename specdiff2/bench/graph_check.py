@@ -14,17 +14,17 @@ import time
 import torch
 
 from specdiff2.bench.real_shapes import SHAPES, random_model
-from specdiff2.decode.draft import Draft
+from specdiff2.decode.draft import Layout
 from specdiff2.decode.verifier import Verifier
 from specdiff2.models.transformer import fuse_elementwise
 
 
 def logits_diffs(dtype, kernels: str = "eager") -> float:
-    """Worst |logits| difference, graph vs eager, over chain and tree verifies at several prefixes."""
+    """Worst |logits| difference, graph vs eager, over chain and tree verify blocks at several prefixes."""
     model = random_model("pocket", dtype=dtype)
     ids = torch.randint(0, 8192, (1024,), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    parents = torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda")
-    paths = torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda")
+    layout = Layout.tree(torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda"),
+                         torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda"))
     outs = {}
     fuse_elementwise(False)
     for mode in ("eager", "graph"):
@@ -32,23 +32,22 @@ def logits_diffs(dtype, kernels: str = "eager") -> float:
         res = []
         for prefix, n in ((5, 1), (100, 4), (300, 17), (333, 33), (990, 20)):
             v.prefill(ids[: prefix - 1])
-            root = ids[prefix - 1]
-            res.append(v.verify(root, Draft.chain(ids[prefix: prefix + n]), prefix - 1).float())
-            tree = Draft(ids[prefix: prefix + 6], parents, None, paths, False)
-            res.append(v.verify(root, tree, prefix - 1).float())
+            res.append(v.runner(ids[prefix - 1: prefix + n], prefix - 1).float())
+            block = ids[prefix - 1: prefix + 6]  # root + 6 tree nodes
+            res.append(v.runner(block, prefix - 1, prefix - 1 + layout.depth, layout.intra).float())
         outs[mode] = res
     return max((a - b).abs().max().item() for a, b in zip(outs["eager"], outs["graph"]))
 
 
 def greedy_tokens(model, mode: str, prompt, n_new: int, kernels: str = "eager"):
+    """A verifier-only greedy loop through the runner (one graph per forward, one host sync per token)."""
     v = Verifier(model, 1024, mode, kernels)
     seq = list(prompt)
     v.prefill(torch.tensor(seq[:-1], device="cuda"))
-    empty = Draft.empty("cuda")
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n_new):
-        logits = v.verify(torch.tensor(seq[-1], device="cuda"), empty, len(seq) - 1)
+        logits = v.runner(torch.tensor(seq[-1:], device="cuda"), len(seq) - 1)
         seq.append(int(logits[0].argmax()))  # the one host sync per step
     torch.cuda.synchronize()
     return seq[len(prompt):], (time.perf_counter() - t0) / n_new * 1e3

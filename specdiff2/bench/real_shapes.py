@@ -102,22 +102,35 @@ def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_se
     return rows
 
 
+def graphed(fn):
+    """fn captured as one CUDA graph (warmed on a side stream first); returns its replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def drafter_rows(model: Transformer, prefix: int, gammas, kernels: str, max_seq_len: int = 1024) -> list[dict]:
+    """One diffusion-drafter pass as the engine's captured step runs it: γ masks after `prefix` committed tokens
+    (prefix cache: the last γ+1 committed tokens re-encoded; exact: the whole live cache)."""
     dev = model.lm_head.weight.device
     proposable = torch.ones(model.args.vocab_size, dtype=torch.bool, device=dev)
-    seq = torch.randint(0, model.args.vocab_size - 2, (max_seq_len,), device=dev)
+    seq = torch.randint(0, model.args.vocab_size - 2, (max_seq_len + 256,), device=dev)
+    length = torch.tensor(prefix, device=dev)
     rows = []
     for cache in ("exact", "prefix"):
         drafter = DiffusionDrafter(model, model.args.vocab_size - 1, True, proposable, max_seq_len, cache,
                                    "bidirectional", "graph", kernels)
+        drafter.prefill(seq[:prefix])
         for gamma in gammas:
             canvas = torch.full((gamma,), model.args.vocab_size - 1, device=dev)
-            drafter.reset()
-            drafter.window_logits(seq, prefix, canvas)  # prime the prefix cache (prefix mode)
-            # A decode step commits a few tokens: time the pass after 4 new committed tokens.
-            def one_pass():
-                drafter.n_cached = prefix - 1 if cache == "prefix" else 0
-                drafter.window_logits(seq, prefix + 4, canvas)
+            kv_len = min(drafter.cache_len, -(-(prefix + 2 * gamma + 2) // 128) * 128)
+            one_pass = graphed(lambda: drafter.window_logits_at(seq, length, canvas, kv_len, gamma + 1))
             rows.append({"cache": cache, "gamma": gamma, "prefix": prefix, "ms": median_ms(one_pass)})
     return rows
 

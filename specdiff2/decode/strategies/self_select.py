@@ -34,6 +34,15 @@ def sample_drafts(q_probs: torch.Tensor, k: int, generator) -> torch.Tensor:
     return sample_probs(q_probs.unsqueeze(0).expand(k, -1, -1), generator)  # (K, γ)
 
 
+def draft_stats(drafts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """drafts, distinct drafts and the size of the trie they would make (distinct prefixes), on the device."""
+    k = drafts.shape[0]
+    same_prefix = (drafts[:, None] == drafts[None]).long().cumprod(-1).bool()  # (K, K, γ) j, k agree up to d
+    earlier = torch.ones(k, k, dtype=torch.bool, device=drafts.device).tril(-1)  # (K, K) [k, j]: j < k
+    new_node = ~(same_prefix.transpose(0, 1) & earlier[..., None]).any(1)  # (K, γ) no earlier twin up to d
+    return {"drafts": float(k), "distinct_drafts": new_node[:, -1].sum().float(), "tree_size": new_node.sum().float()}
+
+
 class SelfSelectStrategy(Stateless):
     """One diffusion pass → K sampled drafts → K chains; the acceptance rule picks the accepted path."""
 
@@ -65,7 +74,7 @@ class SelfSelectStrategy(Stateless):
         drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
         # Greedy verification never reads q; leaving it out spares a (K·γ, V) gather per step.
         node_q = q_probs[self.depth_of_node] if sampling.temperature > 0 else None  # (K·γ, V)
-        return Draft(drafts.flatten(), self.layout, node_q, clamp_limit(self.gamma, step))
+        return Draft(drafts.flatten(), self.layout, node_q, clamp_limit(self.gamma, step), draft_stats(drafts))
 
     def q_probs(self, drafter_logits: torch.Tensor) -> torch.Tensor:
         return warp_probs(drafter_logits, self.drafter_temperature, self.drafter_top_k)
