@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from specdiff2.bench.common import compose
 from specdiff2.bench.decode_methods import Sweep, expand_grid
@@ -67,6 +68,35 @@ def test_plan_forwards_pocket_and_paths_overrides():
     train = plan.train_overrides(Path("/tmp/r/arms/ce/run"), plan.arms["ce"])
     assert train[:2] == ["experiment=gpu_distill_ce", "paths.output_dir=/tmp/r/arms/ce/run"]
     assert set(plan.arms) == {"unaligned", "ce", "streak", "streak_soft"}
+
+
+@pytest.mark.parametrize("experiment", ["reproduce_tiny", "reproduce_gpu"])
+def test_every_arm_trains_exactly_as_its_experiment_says(experiment):
+    """Issue 22 item 1: reproduce_tiny's shared trainer.max_steps=60 trained the 0-step 'unaligned' arm."""
+    plan = make_plan([f"experiment={experiment}", "run_dir=/tmp/unused"])
+    steps = {arm: compose("train", plan.train_overrides(Path("/tmp/unused") / arm, over)).trainer.max_steps
+             for arm, over in plan.arms.items()}
+    assert steps.pop("unaligned") == 0 and all(n > 0 for n in steps.values()), steps
+    with pytest.raises(ConfigError, match="train_overrides sets trainer.max_steps, which arm unaligned's "
+                                          "experiment=unaligned sets itself"):
+        make_plan(["experiment=reproduce_tiny", 'train_overrides=["trainer.max_steps=60"]'])
+
+
+def test_the_unaligned_arm_exports_the_pocket_drafter_unchanged(micro_world, tmp_path):
+    """The unaligned arm of reproduce_tiny, composed as the run composes it (on the micro world): no step taken,
+    the exported drafter's weights are the pocket drafter's, tensor for tensor."""
+    from safetensors.torch import load_file
+
+    from tests.test_training import micro_cfg, train
+
+    plan = make_plan(["experiment=reproduce_tiny", f"run_dir={tmp_path}"])
+    run = tmp_path / "arms" / "unaligned" / "run"
+    overrides = plan.train_overrides(run, plan.arms["unaligned"])
+    summary = train(micro_cfg(micro_world, tmp_path / "cache", run, *overrides, "logger=tiny"))
+    assert summary["sections"]["training"]["steps"] == 0
+    exported = load_file(run / "export" / "drafter" / "model.safetensors")
+    pocket = load_file(micro_world.drafter / "model.safetensors")
+    assert exported.keys() == pocket.keys() and all(torch.equal(exported[k], pocket[k]) for k in pocket)
 
 
 def test_expand_grid():

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from specdiff2.bench import real_shapes
-from specdiff2.bench.common import compose
+from specdiff2.bench.common import ROOT, compose
 from specdiff2.bench.decode_methods import Sweep, append_jsonl, compose_set, set_prompts, token_agreement
 from specdiff2.bench.distill_arms import train_arm
 from specdiff2.bench.hf_baselines import hf_rows
@@ -70,6 +70,34 @@ class Plan:
         return [*stage, f"paths.output_dir={output_dir}", *self.forwarded, *self.train]
 
 
+def experiment_keys(name: str) -> set[str]:
+    """What conf/experiment/<name>.yaml decides: its dotted keys and the groups its defaults override."""
+    path = ROOT / "conf" / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return set()  # an unknown experiment: Hydra names it when the arm is composed
+    tree = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    groups = {str(next(iter(d))).removeprefix("override ").strip("/").split("@")[0]
+              for d in tree.pop("defaults", []) if isinstance(d, dict)}
+    return groups | set(_leaves(tree))
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        yield from _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+
+def check_shared_overrides(shared: list[str], arms: dict[str, list[str]]) -> None:
+    """Every arm trains exactly as its experiment says: a shared train override may not change what an arm's
+    experiment decides (reproduce_tiny's shared trainer.max_steps=60 once trained the 0-step 'unaligned' arm)."""
+    shared_keys = {o.split("=", 1)[0].lstrip("+~") for o in shared if "=" in o}
+    for arm, overrides in arms.items():
+        for name in [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]:
+            clash = sorted(shared_keys & experiment_keys(name))
+            require(not clash, f"train_overrides sets {clash[0] if clash else ''}, which arm {arm}'s experiment={name} "
+                    "sets itself; move that override into the arms that should get it (arms.NAME: [experiment=..., "
+                    "KEY=VALUE])")
+
+
 def make_plan(overrides: list[str]) -> Plan:
     try:
         cfg = compose("reproduce", overrides)
@@ -79,6 +107,7 @@ def make_plan(overrides: list[str]) -> Plan:
     forwarded = [f"pocket={cfg.pocket.name}"] + [o for o in overrides if o.lstrip("+~").startswith(("pocket.", "paths."))]
     require(set(plain["redo"]) <= set(STAGES), f"redo={plain['redo']}: stages are {', '.join(STAGES)}")
     require(plain["stop_after"] in (None, *STAGES), f"stop_after={plain['stop_after']}: use one of {STAGES}")
+    check_shared_overrides(plain["train_overrides"], plain["arms"])
     return Plan(run_dir=Path(plain["run_dir"]), pocket=instantiate(cfg.pocket), pocket_dir=Path(cfg.paths.pocket_dir),
                 forwarded=forwarded, decode=plain["decode_overrides"], train=plain["train_overrides"],
                 trajectories=plain["trajectories"], arms=plain["arms"], sweep=plain["sweep"],
