@@ -135,6 +135,24 @@ def test_missing_72b_verifier_is_one_clear_line():
     assert "drafter.path=" in lines[0]
 
 
+def test_a_finished_run_dir_is_not_reused_without_resume(micro_world, cache_dir, tmp_path):
+    """Issue 22 item 3: a second run into a finished run's directory overwrote its export (and left the stale
+    last.ckpt beside a new last-v1.ckpt); it is refused in one line, before any work, unless it resumes that run."""
+    from specdiff2.errors import CheckpointError
+
+    steps = ("trainer.max_steps=2", "trainer.val_check_interval=2")
+    train(micro_cfg(micro_world, cache_dir, tmp_path, *steps))
+    export = tmp_path / "export" / "drafter" / "model.safetensors"
+    before = export.read_bytes()
+    with pytest.raises(Exception) as err:  # Hydra wraps it; train.py prints the CheckpointError alone
+        instantiate(micro_cfg(micro_world, cache_dir, tmp_path, *steps).job)
+    assert isinstance(err.value.__cause__, CheckpointError), err.value
+    line = str(err.value.__cause__)
+    assert "\n" not in line and "already holds a run (checkpoints/" in line and f"resume={tmp_path}" in line
+    assert export.read_bytes() == before and not list((tmp_path / "checkpoints").glob("last-v*.ckpt"))
+    instantiate(micro_cfg(micro_world, cache_dir, tmp_path, *steps, f"resume={tmp_path}").job)  # resuming it: fine
+
+
 @pytest.mark.parametrize("packing", ["shared", "none"])
 def test_other_packings_train(micro_world, cache_dir, tmp_path, packing):
     cfg = micro_cfg(micro_world, cache_dir, tmp_path, f"data.windows.packing={packing}",

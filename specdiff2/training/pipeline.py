@@ -32,7 +32,7 @@ from specdiff2.models.vocab import proposable_ids
 from specdiff2.training.callbacks import ThroughputMonitor
 from specdiff2.training.checks import check_export, check_optimizer, check_trainer_settings
 from specdiff2.training.export import export_weights
-from specdiff2.training.resume import checkpoint_step, resume_path
+from specdiff2.training.resume import check_fresh_output, checkpoint_step, resume_path
 from specdiff2.training.summary import make_summary, print_training_summary
 from specdiff2.training.zero import gather_state_dict, unsharded_module, zero_stage
 
@@ -80,6 +80,7 @@ class DistillJob:
         self.resume = resume_path(self.resume)
         if self.resume is not None:
             checkpoint_step(self.resume)  # a file that is not a Lightning checkpoint: one line now
+        check_fresh_output(self.output_dir, self.resume)  # never overwrite an earlier run's export silently
 
 
 def check_corpus_tokenizer(tokens_dir: str | Path | None, verifier_dir: Path) -> None:

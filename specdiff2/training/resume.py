@@ -28,6 +28,23 @@ def resume_path(resume: str | Path | None) -> str | None:
     return str(path)
 
 
+def previous_run(output_dir: str | Path) -> list[str]:
+    """What an earlier run left in `output_dir` that a new one would overwrite or shadow: its export, and its
+    checkpoints (a new last.ckpt would be written as last-v1.ckpt beside the stale one that resume= picks)."""
+    root = Path(output_dir)
+    found = sorted(str(p.relative_to(root)) for p in (root / "checkpoints").glob("*.ckpt"))
+    return found + (["export/"] if (root / "export").exists() else [])
+
+
+def check_fresh_output(output_dir: str | Path, resume: str | None) -> None:
+    """One line when output_dir holds an earlier run and this one does not resume it (issue 22 item 3)."""
+    found = previous_run(output_dir)
+    resumes_it = resume is not None and run_dir_of(resume) == Path(output_dir).resolve()
+    if found and not resumes_it:
+        raise CheckpointError(f"{output_dir} already holds a run ({', '.join(found[:3])}); pass resume={output_dir} "
+                              "to continue it, or leave hydra.run.dir unset for a fresh run directory")
+
+
 def run_dir_of(checkpoint: str | Path) -> Path:
     """The run directory a checkpoint was written under (<run>/checkpoints/x.ckpt), else its own directory."""
     parent = Path(checkpoint).resolve().parent
