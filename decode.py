@@ -8,6 +8,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from specdiff2.cli import DECODE_SETTINGS, check_required, check_settings, one_line_errors, run_main
+from specdiff2.config_types import check_config_types
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -17,6 +18,7 @@ def main(cfg: DictConfig) -> None:
     with one_line_errors():
         check_required(OmegaConf.to_container(cfg, resolve=False))
         check_settings({key: OmegaConf.select(cfg, key) for key in DECODE_SETTINGS}, DECODE_SETTINGS)
+        check_config_types(cfg)  # every strategy / acceptance / loader field against its target's signature
         from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate
 

@@ -166,6 +166,36 @@ def _lookup(tree: Any, key: str) -> Any:
     return tree
 
 
+def check_swept_types(argv: list[str], conf_dir: Path, config_name: str) -> str | None:
+    """One error line for a value of a multirun sweep that its strategy / acceptance / loader field cannot take
+    (`-m decode.strategy.gamma=8,abc`): found before the first job runs, not in the middle of the sweep."""
+    if config_name != "decode" or not ({"-m", "--multirun"} & set(argv)):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from specdiff2.config_types import check_swept_values
+
+    parser, first, sweeps = OverridesParser.create(), [], {}
+    try:
+        for arg in (a for a in argv if _options(a)):
+            override = parser.parse_override(arg)
+            if override.is_sweep_override():
+                values = list(override.sweep_string_iterator())
+                first.append(f"{override.get_key_element()}={values[0]}")
+                if "/" not in override.key_or_group and not _is_group(override.key_or_group, conf_dir):
+                    sweeps[override.key_or_group] = list(override.sweep_iterator())
+            else:
+                first.append(arg)
+        if not sweeps:
+            return None
+        check_swept_values(compose_plain(conf_dir, config_name, first), sweeps)
+    except SpecDiffError as err:
+        return f"error: {err}"
+    except Exception:  # noqa: BLE001 - Hydra reports its own parse and composition errors when it runs
+        return None
+    return None
+
+
 def new_top_level_keys(argv: list[str], conf_dir: Path) -> list[str]:
     """`+foo=1` overrides that add a top-level key: allowed by Hydra, but no entry point reads them."""
     return [arg.split("=", 1)[0] for arg in argv
@@ -322,7 +352,8 @@ def run_main(hydra_main: Callable[[], None], conf_dir: Path, config_name: str) -
     """Check overrides, then run a Hydra entry point whose task body uses `one_line_errors`."""
     os.environ.setdefault("SPECDIFF2_ROOT", str(conf_dir.parent))
     argv = sys.argv[1:]
-    message = check_overrides(argv, conf_dir) or check_output_dirs(argv) or check_keys(argv, conf_dir, config_name)
+    message = (check_overrides(argv, conf_dir) or check_output_dirs(argv) or check_keys(argv, conf_dir, config_name)
+               or check_swept_types(argv, conf_dir, config_name))
     if message:
         print(message, file=sys.stderr)
         raise SystemExit(2)
