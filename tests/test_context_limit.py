@@ -90,13 +90,13 @@ def test_the_sweep_reaches_accepted_drafts_and_a_cut_trie(setup):
         sizes = []  # (nodes drafted, cache slots left after the committed tokens)
         draft = eng.strategy.draft
 
-        def recording(seq, length, budget, sampling, generator, draft=draft, sizes=sizes):
-            out = draft(seq, length, budget, sampling, generator)
-            sizes.append((out.size, cap - length))
+        def recording(step, sampling, generator, draft=draft, sizes=sizes):
+            out = draft(step, sampling, generator)
+            sizes.append((out.size, cap - int(step.length)))
             return out
 
         eng.strategy.draft = recording
         gen = eng.generate(list(prompt), MAX_NEW)
         assert gen.metrics["verifier_steps"] < len(gen.token_ids), (method, gen.metrics)
         if method.startswith("self_select"):
-            assert any(nodes > room - 1 for nodes, room in sizes), sizes  # the engine cut this trie
+            assert any(nodes > room - 1 for nodes, room in sizes), sizes  # the layout did not fit: depth cut

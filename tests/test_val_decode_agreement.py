@@ -32,8 +32,7 @@ def test_validation_and_decode_drafter_logits_agree(tiny_world, name, cache):
                              prefix_attention=prefix_attention(read_config(path)))
     with torch.no_grad():
         val_logits = window_logits(load_hf_drafter(path).eval(), collate([[w] for w in windows]))  # (W, γ, V_d)
-    drafter.reset()
-    for w, (_, o) in enumerate(windows):  # increasing offsets without reset: the prefix cache is carried along
+    for w, (_, o) in enumerate(windows):  # each window: a fresh prefix-cache prefill, then the engine's block pass
         decode_logits = drafter.window_logits(traj.tokens, o, torch.full((GAMMA,), drafter.mask_token_id))  # (γ, V)
         rows = val_logits.shape[-1]
         q_dec = decode_logits[:, :rows].log_softmax(-1)  # (γ, V_d)

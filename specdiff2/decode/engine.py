@@ -184,15 +184,15 @@ class DecodeEngine:
 
     def _capture(self, kv_len: int):
         """Warm up (compiles, cuBLAS handles) on a side stream, undo its effect on the state, capture two graphs."""
-        saved = [t.clone() for t in self._mutable()]
+        saved = [(t, t.clone()) for t in self._mutable()]
         n_extra = len(self.stats.extra)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             self._verify_phase(self._draft_phase(kv_len), kv_len)
         torch.cuda.current_stream().wait_stream(stream)
-        for t, s in zip(self._mutable(), saved):
-            t.copy_(s)
+        for t, value in saved:
+            t.copy_(value)
         for t in list(self.stats.extra.values())[n_extra:]:  # created by the warm-up step
             t.zero_()
         draft_graph, verify_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()

@@ -72,7 +72,8 @@ class DecodeStats:
         for k, v in info.items():
             if k not in self.extra:
                 self.extra[k] = torch.zeros((), dtype=torch.float64, device=self.device)
-            self.extra[k].add_(torch.as_tensor(v, dtype=torch.float64, device=self.device) * live)
+            # A Python number stays a kernel argument: torch.as_tensor would copy it from host memory.
+            self.extra[k].add_(live.double() * (v if isinstance(v, (int, float)) else v.double()))
 
     def summary(self, wall_s: float, phases: dict[str, float]) -> dict:
         drafter_s, verifier_s = phases.get("drafter", 0.0), phases.get("verifier", 0.0)

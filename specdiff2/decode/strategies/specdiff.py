@@ -62,6 +62,4 @@ class SpecDiffStrategy(Stateless):
             score = -torch.arange(gamma, device=masked.device, dtype=torch.float)  # leftmost first
         score = score.masked_fill(~masked, float("-inf"))
         top = score.topk(min(k, gamma)).indices  # (k,)
-        chosen = torch.zeros_like(masked)
-        chosen[top] = True
-        return chosen & masked
+        return torch.zeros_like(masked).index_fill(0, top, True) & masked  # no host → device copy: capturable
