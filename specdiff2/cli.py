@@ -329,9 +329,17 @@ def one_line_errors():
 
 
 class _DropLines(logging.Filter):
+    """Drops the repeated chatter; sends the frameworks' information lines to stdout, so that stderr carries
+    warnings and errors alone (a diverging run's one error line, not three 'INFO: GPU available' lines first)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        return not any(line in message for line in QUIET_LOG_LINES)
+        if any(line in message for line in QUIET_LOG_LINES):
+            return False
+        if record.levelno < logging.WARNING:
+            print(record.getMessage(), flush=True)
+            return False
+        return True
 
 
 def quiet_frameworks() -> None:

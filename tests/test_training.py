@@ -25,7 +25,13 @@ def cache_dir(tmp_path_factory):
 
 
 def micro_cfg(world, cache, out, *extra):
-    overrides = [
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=micro_overrides(world, cache, out, *extra))
+
+
+def micro_overrides(world, cache, out, *extra) -> list[str]:
+    """train.py overrides of a short run on the micro pocket world (checkpoints given as plain paths)."""
+    return [
         f"paths.output_dir={out}", f"paths.cache_dir={cache}", "verifier.pocket=false", "drafter.pocket=false",
         f"verifier.path={world.verifier}", f"drafter.path={world.drafter}", f"data.tokens_dir={world.tokens}",
         "trainer=tiny", "logger=tiny", "optim=tiny", "loss=tiny", "progress_bar=false",
@@ -33,8 +39,6 @@ def micro_cfg(world, cache, out, *extra):
         "data.generation.prompts_per_shard=4", "data.generation.samples_per_prompt=2", "data.generation.device=cpu",
         "data.generation.topk_logprobs=4", "data.windows.max_len=64", "data.windows.windows_per_batch=8",
         "data.windows.gamma=4", "data.windows.val_fraction=0.25", "data.windows.row_tokens=128", *extra]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=overrides)
 
 
 def train(cfg, **callbacks) -> dict:
@@ -128,7 +132,7 @@ def test_trainer_configs_construct_on_cpu(name, stage, offload, tmp_path):
 @pytest.mark.slow  # a train.py subprocess (~10 s); test_cli covers the one-line missing-checkpoint path in the suite
 def test_missing_72b_verifier_is_one_clear_line():
     cmd = [sys.executable, "train.py", "drafter=diffucoder", "verifier=qwen72b", "trainer=deepspeed_z3", "peft=lora"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("error:") and "Qwen/Qwen2.5-72B-Instruct" in lines[0] and "verifier.path=" in lines[0]
