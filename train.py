@@ -30,11 +30,13 @@ def main(cfg: DictConfig) -> None:
     with one_line_errors():
         check_required(OmegaConf.to_container(cfg, resolve=False))
         check_settings({key: OmegaConf.select(cfg, key) for key in TRAIN_SETTINGS}, TRAIN_SETTINGS)
+        from hydra.core.hydra_config import HydraConfig
         from hydra.utils import instantiate
 
         from specdiff2.pocket.world import ensure_pocket_world
         from specdiff2.report import print_world
         from specdiff2.training.pipeline import resolve_checkpoints, run_distillation
+        from specdiff2.training.summary import decode_command
 
         job = instantiate(cfg.job)  # refs, trajectory source, factories, loggers, callbacks; settings checked
         refs = (job.verifier, job.drafter)
@@ -42,7 +44,11 @@ def main(cfg: DictConfig) -> None:
         check_settings({key: OmegaConf.select(cfg, key) for key in TRAIN_DEVICE_SETTINGS}, TRAIN_DEVICE_SETTINGS)
         if any(ref.pocket for ref in refs):
             print_world(ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir))
-        run_distillation(job)
+        exported = run_distillation(job)["sections"]["export"].get("drafter")  # rank 0 exports, others: none
+        if exported:
+            hydra_cfg = HydraConfig.get()
+            command = decode_command(exported, hydra_cfg.runtime.choices, list(hydra_cfg.overrides.task))
+            print(f"decode with the distilled drafter (plain python decode.py uses the pretrained one):\n  {command}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Mapping
+
 from rich.console import Console
 from rich.table import Table
+
+# train.py groups and keys that say which verifier and which drafter family a run used: decode.py needs the same
+DECODE_GROUPS = {"pocket": "tiny", "verifier": "pocket", "drafter": "pocket"}  # group -> decode.py's default
+DECODE_KEYS = ("verifier.", "drafter.", "pocket.", "paths.root_dir", "paths.cache_dir", "paths.pocket_dir")
 
 
 def make_summary(run: dict, datamodule, module, trainer, throughput, exported: dict) -> dict:
@@ -62,3 +69,19 @@ def print_training_summary(summary: dict) -> None:
         if key != "step":
             val.add_row(f"val/{key}", _fmt(before.get(key, "")), _fmt(after.get(key, "")))
     console.print(val)
+
+
+def decode_command(drafter_dir: str, choices: Mapping[str, str], overrides: list[str]) -> str:
+    """The decode.py command that decodes with this run's exported drafter against the verifier it was distilled to.
+
+    choices: the run's group choices (Hydra runtime.choices); overrides: its command-line overrides. The verifier,
+    pocket world and drafter family carry over; the drafter is the export (`drafter.pocket=false`: never rebuilt).
+    """
+    parts = ["python decode.py"]
+    parts += [f"{group}={choices[group]}" for group, default in DECODE_GROUPS.items()
+              if choices.get(group, default) != default]
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith(DECODE_KEYS) and key not in ("drafter.path", "drafter.pocket"):
+            parts.append(shlex.quote(override))
+    return " ".join([*parts, shlex.quote(f"drafter.path={drafter_dir}"), "drafter.pocket=false"])
