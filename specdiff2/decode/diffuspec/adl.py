@@ -1,28 +1,44 @@
-"""DiffuSpec's adaptive draft length (ADL, Eq. 9–11).
+"""DiffuSpec's adaptive draft length (ADL, Eq. 9–11), as device state.
 
 L^gen_t = min(s_t − 1, k_t) (s_t = 1-based first EOS of the raw drafter argmax), L^acc_t = accepted draft
 tokens; L̄ ← (1 − ρ)L̄ + ρL for both; k_{t+1} = clip(⌊L̄^gen_t⌋ + δ·1[L̄^acc_t ≥ L̄^gen_t], k_min, k_max).
+
+k and the EMAs live in 0-d device tensors updated in place, so the update runs inside the engine's captured
+step (no host sync) and the next step's draft reads k_{t+1} on the device.
 """
 
 from __future__ import annotations
 
-import math
+import torch
 
 
-class ADLController:
-    """Adaptive draft length (Eq. 9–11); EMAs start at 0 and k_1 = k_init (the reproduction's Algorithm 1)."""
+class ADL:
+    """Adaptive draft length (Eq. 9–11); EMAs start at 0 and k_1 = k_init (the reproduction's Algorithm 1).
 
-    def __init__(self, k_init: int, k_min: int, k_max: int, delta: int, rho: float):
+    k (0-d long), gen_ema and acc_ema (0-d float64, as the host reproduction's Python floats) on `device`.
+    """
+
+    def __init__(self, k_init: int, k_min: int, k_max: int, delta: int, rho: float, device):
         self.k_init, self.k_min, self.k_max, self.delta, self.rho = k_init, k_min, k_max, delta, rho
-        self.reset()
+        self.k = torch.full((), k_init, dtype=torch.long, device=device)
+        self.gen_ema = torch.zeros((), dtype=torch.float64, device=device)
+        self.acc_ema = torch.zeros((), dtype=torch.float64, device=device)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.k, self.gen_ema, self.acc_ema]
 
     def reset(self) -> None:
-        self.k, self.gen_ema, self.acc_ema = self.k_init, 0.0, 0.0
+        """k_1 and empty EMAs, in place (captured steps hold these addresses)."""
+        self.k.fill_(self.k_init)
+        self.gen_ema.zero_()
+        self.acc_ema.zero_()
 
-    def update(self, l_gen: int, l_acc: int) -> int:
-        """Fold in one step's L^gen and L^acc; returns k_{t+1}."""
-        self.gen_ema = (1 - self.rho) * self.gen_ema + self.rho * l_gen
-        self.acc_ema = (1 - self.rho) * self.acc_ema + self.rho * l_acc
-        grow = self.delta if self.acc_ema >= self.gen_ema else 0
-        self.k = min(self.k_max, max(self.k_min, math.floor(self.gen_ema) + grow))
-        return self.k
+    def update(self, l_gen: torch.Tensor, l_acc: torch.Tensor, live: torch.Tensor) -> None:
+        """Fold in one step's L^gen and L^acc (0-d); a step of a stopped request (live False) changes nothing."""
+        rho = self.rho
+        gen = (1 - rho) * self.gen_ema + rho * l_gen.double()
+        acc = (1 - rho) * self.acc_ema + rho * l_acc.double()
+        grow = (acc >= gen).long() * self.delta
+        k = (gen.floor().long() + grow).clamp(self.k_min, self.k_max)
+        for state, new in ((self.gen_ema, gen), (self.acc_ema, acc), (self.k, k)):
+            state.copy_(torch.where(live, new, state))

@@ -33,17 +33,25 @@ When it is lossless:
     q, so min(1, p/q) with that q biases the output (a token CPS always picks but q rates at 0.5 would be
     accepted with min(1, 2p)).
 The lattice end depends on the prefix only, so cutting the draft there keeps every case above lossless.
+
+At fixed shapes (the step is device code, captured as CUDA graphs): the verify layout is a chain of k_max tokens
+(adl) or k (no adl), and the drafter pass always has that many MASKs. Under ADL the window rows see only the first
+k_t of them (`DiffusionDrafter.window_logits_at(visible=k_t)`), which gives exactly the marginals of a k_t-window
+pass. The lattice end n ≤ k_t and k_t itself are 0-d device tensors; the draft carries all k_max tokens, with
+`limit` = min(n, the step's budget): tokens past it are drafted but never accepted. CPS keeps B beams over every
+window position, and positions ≥ n leave the beams untouched, so the path < n is the search over lattice[:n].
+Near max_new_tokens / the context the window stays k_t and only `limit` shrinks (the host version shortened the
+window to the budget); ADL folds in every live step.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from specdiff2.decode.diffuspec.adl import ADLController
-from specdiff2.decode.diffuspec.cps import beam_search, build_lattice, first_eos
-from specdiff2.decode.draft import Draft
-from specdiff2.decode.strategies.base import EngineContext, pick_tokens
+from specdiff2.decode.diffuspec.adl import ADL
+from specdiff2.decode.diffuspec.cps import beam_search, build_lattice, lattice_end
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.strategies.base import EngineContext, StepInput, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.tokenizer import stop_ids
@@ -61,7 +69,8 @@ class DiffuSpecStrategy:
 
     drafter: the built diffusion drafter (`decode.loading.load_diffusion_drafter`).
     k: the draft length when adl=False, the first one (k_1) when adl=True.
-    proxy: a built causal proxy (`diffuspec/proxies.py`); needed when cps=True and lam < 1.
+    proxy: a built causal proxy (`diffuspec/proxies.py`); needed when cps=True and lam < 1. A host proxy (KenLM,
+        the context n-gram) makes the strategy non-capturable (`capturable`): the engine then runs eager steps.
     cps_sampling: what cps=True does at temperature > 0 ("sample" or "point_mass"; see the module docstring).
     """
 
@@ -86,8 +95,9 @@ class DiffuSpecStrategy:
                "set decode.models.proxy or lam=1")
         self.drafter, self.k, self.cps, self.adl, self.tau, self.m_max = drafter, k, cps, adl, tau, m_max
         self.beam, self.lam, self.proxy, self.cps_sampling = beam, lam, proxy, cps_sampling
-        self.controller = ADLController(k, k_min, k_max, delta, rho) if adl else None
-        self._l_gen: int | None = None
+        self.adl_args = (k, k_min, k_max, delta, rho)
+        self.window = k_max if adl else k  # L: MASKs per pass, draft tokens per step
+        self.capturable = not self.uses_proxy or getattr(proxy, "capturable", True)
 
     @property
     def uses_proxy(self) -> bool:
@@ -96,50 +106,60 @@ class DiffuSpecStrategy:
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
         stops = sorted(stop_ids(ctx.verifier_tokenizer))  # EOS + generation_config.json's (<|im_end|>, ...)
-        self.eos_id = torch.tensor(stops, dtype=torch.long, device=ctx.device) if stops else None  # (E,)
-        if (self.cps or self.adl) and self.eos_id is None:
+        if (self.cps or self.adl) and not stops:
             raise ConfigError("diffuspec's lattice end and ADL need the verifier tokenizer's EOS token; set eos_token "
                               "or use decode.strategy.cps=false decode.strategy.adl=false")
+        self.stop_ids = torch.tensor(stops or [-1], dtype=torch.long, device=ctx.device)  # (E,)
+        self.layout = Layout.chain(self.window, ctx.device)
+        self.controller = ADL(*self.adl_args, ctx.device) if self.adl else None
+        self.fixed_k = torch.full((), self.k, dtype=torch.long, device=ctx.device)  # k_t without ADL
+        self.l_gen = torch.zeros((), dtype=torch.long, device=ctx.device)  # this step's L^gen, for observe
         if self.uses_proxy:
-            self.proxy.prepare(ctx, self.beam)
+            self.proxy.prepare(ctx, self.beam, self.window)
 
-    def reset(self) -> None:
-        self.drafter.reset()
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
         if self.uses_proxy:
-            self.proxy.reset()
+            self.proxy.reset(prompt)
         if self.controller is not None:
             self.controller.reset()
-        self._l_gen = None
 
-    def draft(self, seq, length, budget, sampling, generator) -> Draft:
-        """With cps or adl on, finding the lattice end (first EOS of the argmax) is this step's one extra sync."""
-        k = min(self.controller.k if self.adl else self.k, budget)
-        self._l_gen = None
-        if k <= 0:
-            return Draft.empty(self.device)
-        canvas = torch.full((k,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (k,)
-        logits = self.drafter.window_logits(seq, length, canvas)  # (k, V)
-        n = k
-        if self.cps or self.adl:  # both need where the drafter ends the text: the step's one extra host sync
-            eos_at = first_eos(logits, self.eos_id)
-            n = k if eos_at is None else eos_at + 1
-            self._l_gen = k if eos_at is None else eos_at  # min(s − 1, k) with s = eos_at + 1
-            logits = logits[:n]
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        L = self.window
+        canvas = torch.full((L,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (L,)
+        # k_t: a copy, so the step's statistics are not the k that observe() writes for the next step.
+        k_t = self.controller.k.clone() if self.adl else self.fixed_k
+        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, L + 1,
+                                               visible=k_t if self.adl else None)  # (L, V)
+        n = self.fixed_k
+        if self.cps or self.adl:  # both need where the drafter ends the text
+            n, l_gen = lattice_end(logits, self.stop_ids, k_t)
+            if self.adl:
+                self.l_gen.copy_(l_gen)
         greedy = sampling.temperature == 0
         if self.cps and (greedy or self.cps_sampling == "point_mass"):
-            tokens = self._search(logits, seq, length)  # (n,)
-            q_probs = None if greedy else F.one_hot(tokens, logits.shape[-1]).float()  # (n, V) point masses
+            tokens = self._search(logits, step, n)  # (L,)
+            q_probs = None if greedy else self._point_masses(tokens, logits.shape[-1])  # (L, V)
         else:
-            tokens, q_probs = pick_tokens(logits, sampling, generator)  # (n,), (n, V) | None
-        return Draft.chain(tokens, q_probs, {"draft_len": k, "lattice_len": n})
+            tokens, q_probs = pick_tokens(logits, sampling, generator)  # (L,), (L, V) | None
+        limit = torch.minimum(n, step.budget)  # the lattice end, or less near max_new_tokens / the context
+        return Draft(tokens, self.layout, q_probs, limit, {"draft_len": k_t, "lattice_len": n})
 
-    def _search(self, logits: torch.Tensor, seq: torch.Tensor, length: int) -> torch.Tensor:
+    @staticmethod
+    def _point_masses(tokens: torch.Tensor, vocab: int) -> torch.Tensor:
+        # scatter, not F.one_hot: one_hot checks the ids' range on the host (a sync).
+        return torch.zeros(tokens.shape[0], vocab, device=tokens.device).scatter_(1, tokens[:, None], 1.0)  # (L, V)
+
+    def _search(self, logits: torch.Tensor, step: StepInput, n: torch.Tensor) -> torch.Tensor:
         lattice = build_lattice(logits, self.tau, self.m_max)
         if self.uses_proxy:
-            self.proxy.begin(seq, length, lattice.ids)
-        tokens, _, _ = beam_search(lattice, self.proxy.logprobs if self.uses_proxy else None, self.lam, self.beam)
+            self.proxy.begin(step, lattice.ids)
+        tokens, _, _ = beam_search(lattice, self.proxy.logprobs if self.uses_proxy else None, self.lam, self.beam, n)
         return tokens
 
-    def observe(self, n_accepted: int) -> None:
-        if self.controller is not None and self._l_gen is not None:
-            self.controller.update(self._l_gen, n_accepted)
+    def observe(self, n_accepted: torch.Tensor, live: torch.Tensor) -> None:
+        if self.controller is not None:
+            self.controller.update(self.l_gen, n_accepted, live)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return [*self.controller.tensors(), self.l_gen] if self.controller is not None else []
