@@ -296,3 +296,19 @@ def test_a_step_never_syncs_with_the_host(world, kind, kwargs, temperature):
     eng = engine(world, make(world, kind, kwargs), temperature=temperature)
     assert engine_step_syncs(eng, prompts(world[2], 1)[0]) == []
     assert engine_step_syncs(engine(world, Autoregressive(), temperature=temperature), [5, 6]) == []
+
+
+def test_every_generation_carries_its_acceptance_statistics(world, greedy_reference):
+    """Per request, as vLLM reports them: τ (bonus included), the histogram of accepted drafts per step, the
+    per-position and conditional α_j, the acceptance rate and the step count, consistent with the step trace."""
+    eng = engine(world, make(world, "specdiff", dict(gamma=4, drafter="causal_drafter")))
+    gen = eng.generate(list(next(iter(greedy_reference))), 24)
+    m, trace = gen.metrics, gen.steps
+    assert sum(m["accept_hist"]) == m["verifier_steps"] == len(trace)
+    assert m["accept_hist"] == [sum(1 for a, _ in trace if a == n) for n in range(len(m["accept_hist"]))]
+    assert m["mean_accept_len"] == pytest.approx(sum(c for _, c in trace) / len(trace))
+    assert m["alpha_cond_1"] == m["alpha_1"] and 0 <= m["draft_acceptance_rate"] <= 1
+    reached = [sum(1 for a, _ in trace if a >= j) for j in range(1, 5)]
+    for j in range(2, 5):
+        if reached[j - 2]:
+            assert m[f"alpha_cond_{j}"] == pytest.approx(reached[j - 1] / reached[j - 2])

@@ -1,4 +1,13 @@
-"""Decode statistics, named as vLLM and Spec-Bench name them (REFERENCE.md, metric conventions)."""
+"""Decode statistics, named as vLLM and Spec-Bench name them (REFERENCE.md, metric conventions).
+
+Per request (one generation row) and per prompt set:
+- mean_accept_len (τ): committed tokens per verifier step, the bonus / correction token included (1.00 for `ar`).
+- accept_hist: accept_hist[n] = verifier steps that accepted exactly n draft tokens (bonus not counted).
+- draft_acceptance_rate: accepted draft tokens / draft tokens offered (positions below each step's limit).
+- alpha_j: per-position acceptance, accepted at position j / steps whose draft reached position j (vLLM's a_j).
+- alpha_cond_j: conditional, accepted at j / accepted at j − 1 (alpha_cond_1 = alpha_1): where streaks break.
+- verifier_steps: the number of speculative steps.
+"""
 
 from __future__ import annotations
 
@@ -88,16 +97,39 @@ class DecodeStats:
             "verifier_s": verifier_s,
             "other_s": max(0.0, wall_s - drafter_s - verifier_s),
         }
-        for j, (d, a) in enumerate(zip(self.drafted.tolist(), self.accepted.tolist()), 1):
+        drafted, accepted = self.drafted.tolist(), self.accepted.tolist()
+        out["draft_acceptance_rate"] = sum(accepted) / max(1, sum(drafted))
+        for j, (d, a) in enumerate(zip(drafted, accepted), 1):
             if d:
                 out[f"alpha_{j}"] = a / d
+            before = steps if j == 1 else accepted[j - 2]
+            if before:
+                out[f"alpha_cond_{j}"] = a / before
+        out["accept_hist"] = self.accept_hist()
         for k, v in self.extra.items():
             out[f"mean_{k}"] = float(v) / max(1, steps)
         return out
 
+    def accept_hist(self) -> list[int]:
+        trace = self.trace[: min(int(self.steps), self.max_steps), 0]
+        return torch.bincount(trace, minlength=1).tolist()
+
     @property
     def steps_trace(self) -> list[tuple[int, int]]:
         return [tuple(r) for r in self.trace[: min(int(self.steps), self.max_steps)].tolist()]
+
+
+def merge_hists(hists: list[list[int]]) -> list[int]:
+    out = [0] * max((len(h) for h in hists), default=0)
+    for h in hists:
+        for n, c in enumerate(h):
+            out[n] += c
+    return out
+
+
+def format_hist(hist: list[int]) -> str:
+    """'0:12 1:5 2:3 ...' (accepted draft tokens: steps), for one-line tables."""
+    return " ".join(f"{n}:{c}" for n, c in enumerate(hist) if c)
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -113,10 +145,14 @@ def aggregate(rows: list[dict]) -> dict:
     }
     for key in ("wall_s", "drafter_s", "verifier_s", "other_s"):
         out[key] = sum(r[key] for r in rows)
-    alpha_keys = sorted({k for r in rows for k in r if k.startswith("alpha_")}, key=lambda k: int(k[6:]))
+    alpha_keys = sorted({k for r in rows for k in r if k.startswith("alpha_")}, key=lambda k: int(k.split("_")[-1]))
     for key in alpha_keys:
         vals = [r[key] for r in rows if key in r]
         out[key] = sum(vals) / len(vals)
+    out["accept_hist"] = merge_hists([r.get("accept_hist", []) for r in rows])
+    rates = [r["draft_acceptance_rate"] for r in rows if "draft_acceptance_rate" in r]
+    if rates:
+        out["draft_acceptance_rate"] = sum(rates) / len(rates)
     for key in sorted({k for r in rows for k in r if k.startswith("mean_") and k != "mean_accept_len"}):
         out[key] = sum(r.get(key, 0.0) for r in rows) / len(rows)
     return out

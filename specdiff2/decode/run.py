@@ -15,11 +15,11 @@ from rich.table import Table
 
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_verifier
-from specdiff2.decode.metrics import aggregate
+from specdiff2.decode.metrics import aggregate, format_hist
 from specdiff2.decode.rules import AcceptanceRule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.verifier import Verifier
-from specdiff2.errors import ConfigError
+from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.parallel import launched_world
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.tokenizer import encode_prompt
@@ -86,18 +86,31 @@ def run_prompts(engine: DecodeEngine, prompts, max_new_tokens: int, out_dir: Pat
     with open(out_dir / "generations.jsonl" if main else os.devnull, "w") as f, \
             Progress(transient=True, disable=not main) as progress:
         task = progress.add_task(f"decode {method}", total=len(encoded))
-        for i, (prompt, ids) in enumerate(encoded):
-            gen = engine.generate(ids, max_new_tokens, seed=engine.seed + i)
-            check_ranks_agree(gen.token_ids)
-            row = {"id": prompt.id, "prompt": prompt.text, "text": tok.decode(gen.token_ids),
-                   "token_ids": gen.token_ids, "stop_reason": gen.stop_reason, "metrics": gen.metrics}
-            f.write(json.dumps(row) + "\n")
-            rows.append(gen.metrics)
-            progress.advance(task)
-    summary = {"method": method, **aggregate(rows)}
+        try:
+            for i, (prompt, ids) in enumerate(encoded):
+                gen = engine.generate(ids, max_new_tokens, seed=engine.seed + i)
+                check_ranks_agree(gen.token_ids)
+                row = {"id": prompt.id, "prompt": prompt.text, "text": tok.decode(gen.token_ids),
+                       "token_ids": gen.token_ids, "stop_reason": gen.stop_reason, "metrics": gen.metrics}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                rows.append(gen.metrics)
+                progress.advance(task)
+        except KeyboardInterrupt:  # keep what finished: its rows are on disk, its summary is written below
+            interrupted = True
+        else:
+            interrupted = False
+    summary = {"method": method, **aggregate(rows), "interrupted": interrupted, "prompts_requested": len(encoded)}
     if main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if interrupted:
+        raise Interrupted(f"interrupted after {len(rows)} of {len(encoded)} prompts; their rows and summary.json "
+                          f"are in {out_dir}")
     return summary
+
+
+class Interrupted(SpecDiffError):
+    """Ctrl-C during decoding: the finished prompts are kept (one line, exit status 2)."""
 
 
 def print_summary(summary: dict, title: str) -> None:
@@ -106,11 +119,14 @@ def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title)
     keys = ["prompts", "new_tokens", "verifier_steps", "mean_accept_len", "tokens_per_s",
             "drafter_s", "verifier_s", "other_s"]
-    keys += [k for k in summary if k.startswith("alpha_")][:16]
+    keys += ["draft_acceptance_rate", *[k for k in summary if k.startswith("alpha_") and "cond" not in k][:16]]
     keys += [k for k in summary if k.startswith("mean_") and k != "mean_accept_len"]
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in keys:
+        if k not in summary:
+            continue
         v = summary[k]
         table.add_row(f"decode/{k}", f"{v:.3f}" if isinstance(v, float) else str(v))
+    table.add_row("decode/accept_hist", format_hist(summary.get("accept_hist", [])) + "  (accepted drafts: steps)")
     Console().print(table)

@@ -113,7 +113,30 @@ def diffuspec_bars(run: RunData, out: Path) -> Path | None:
     return _save(fig, out / "diffuspec_bars.png")
 
 
-FIGURES = {"alpha_per_arm": alpha_per_arm, "tps_vs_k": tps_vs_k, "gamma_steps_heatmap": gamma_steps_heatmap,
+def accept_hist(run: RunData, out: Path) -> Path | None:
+    """Accepted draft tokens per verifier step, as a share of steps, one line per method (greedy; per set the
+    method's row with the most steps). The per-request histograms are in each generation row."""
+    sets = [s for s in run.sets() if any(r.get("accept_hist") for r in run.select(set=s, temperature=0.0))]
+    if not sets:
+        return None
+    fig, axes = _grid(len(sets))
+    for ax, s in zip(axes, sets):
+        best: dict[str, dict] = {}
+        for r in run.select(set=s, temperature=0.0):
+            name = r.get("method", "?")
+            if len(r.get("accept_hist", [])) > 1 and r["verifier_steps"] > best.get(name, {}).get("verifier_steps", -1):
+                best[name] = r
+        for name, r in best.items():
+            hist = r["accept_hist"]
+            total = max(1, sum(hist))
+            ax.plot(range(len(hist)), [c / total for c in hist], marker="o", ms=3,
+                    label=f"{name} (τ {r['mean_accept_len']:.2f}, {r['verifier_steps']} steps)")
+        ax.set(title=f"accepted drafts per step, {s}", xlabel="accepted draft tokens n", ylabel="share of steps")
+        ax.legend(fontsize=6)
+    return _save(fig, out / "accept_hist.png")
+
+
+FIGURES = {"alpha_per_arm": alpha_per_arm, "accept_hist": accept_hist, "tps_vs_k": tps_vs_k, "gamma_steps_heatmap": gamma_steps_heatmap,
            "diffuspec_bars": diffuspec_bars}
 
 

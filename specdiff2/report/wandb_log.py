@@ -46,6 +46,7 @@ def decode_metrics(row: dict) -> dict:
     """One sweep row as namespaced W&B metrics (`decode/mean_accept_len`, `decode/alpha_3`, ...)."""
     out = {f"decode/{k}": row[k] for k in DECODE_KEYS if isinstance(row.get(k), (int, float))}
     out.update({f"decode/{k}": v for k, v in row.items() if k.startswith("alpha_")})
+    out.update({f"decode/accept_hist_{n}": c for n, c in enumerate(row.get("accept_hist", []))})
     return out
 
 
