@@ -87,7 +87,7 @@ def _composes(primary: str, overrides: list[str]) -> bool:
 
 
 @pytest.mark.parametrize("overrides,bar,loggers,max_steps", [
-    ([], "RichProgressBar", 2, 300),
+    ([], "StepBoundedBar", 2, 300),  # a RichProgressBar that reads "Epoch 0 (of N steps)"
     (["progress_bar=false"], None, 2, 300),  # no bar at all, not Lightning's default one
     (["trainer=tiny"], None, 2, 8),
     (["debug=fast"], None, 0, 3),

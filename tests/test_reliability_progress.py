@@ -66,3 +66,17 @@ def test_lightning_lines_print_once_and_the_repeated_chatter_is_filtered():
     assert out.count("hello from lightning") == 1, out
     assert "Tip:" not in out and "LeafSpec" not in out, out
     assert "an unrelated warning stays" in out
+
+
+def test_the_training_bar_of_a_step_bounded_run_does_not_read_epoch_0_of_minus_2():
+    """Issue 22 item 13: train.py runs are bounded by trainer.max_steps (max_epochs -1): 'Epoch 0/-2' before."""
+    from specdiff2.training.callbacks import progress_bar
+
+    bar = progress_bar(True)
+    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), lr=1e-3, max_steps=2,
+                            progress=lambda _: None, progress_every_s=3600.0)
+    data = DataLoader(TensorDataset(torch.randint(0, 64, (8, 16))), batch_size=4)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[bar],
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, data)
+    assert trainer.max_epochs == -1 and bar._get_train_description(0).strip() == "Epoch 0 (of 2 steps)"

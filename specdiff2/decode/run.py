@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
@@ -23,6 +22,7 @@ from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.parallel import launched_world
 from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.tokenizer import encode_prompt
+from specdiff2.tables import print_wide
 
 
 def pick_device(name: str) -> torch.device:
@@ -129,4 +129,4 @@ def print_summary(summary: dict, title: str) -> None:
         v = summary[k]
         table.add_row(f"decode/{k}", f"{v:.3f}" if isinstance(v, float) else str(v))
     table.add_row("decode/accept_hist", format_hist(summary.get("accept_hist", [])) + "  (accepted drafts: steps)")
-    Console().print(table)
+    print_wide(table)  # the title's output directory on one line

@@ -6,6 +6,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 class ThroughputMonitor(L.Callback):
@@ -44,12 +45,21 @@ class ThroughputMonitor(L.Callback):
                 "windows_per_s": rate(self.windows), "tokens_per_s": rate(self.tokens)}
 
 
-def progress_bar(enabled: bool = True):
-    """A RichProgressBar, or None (dropped from the callbacks) when the trainer's bar is disabled.
+class StepBoundedBar(RichProgressBar):
+    """Lightning's rich bar. train.py runs are bounded by trainer.max_steps, so Lightning sets max_epochs to -1 and
+    its bar read 'Epoch 0/-2'; here they read 'Epoch 0 (of N steps)'."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        text = f"Epoch {current_epoch} (of {self.trainer.max_steps} steps)"
+        return f"{text:{len(self.validation_description)}}"  # as wide as the validation bar's: no flicker
+
+
+def progress_bar(enabled: bool = True) -> StepBoundedBar | None:
+    """The rich progress bar, or None (dropped from the callbacks) when the trainer's bar is disabled.
 
     conf/callbacks ties `enabled` to trainer.enable_progress_bar: Lightning refuses a progress-bar callback
     when its own bar is off, and draws its default bar when it is on and no bar callback is given.
     """
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    return RichProgressBar() if enabled else None
+    return StepBoundedBar() if enabled else None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 
-from rich.console import Console
 from rich.table import Table
+
+from specdiff2.tables import print_wide
 
 # train.py groups and keys that say which verifier and which drafter family a run used: decode.py needs the same
 DECODE_GROUPS = {"pocket": "tiny", "verifier": "pocket", "drafter": "pocket"}  # group -> decode.py's default
@@ -49,16 +50,15 @@ def _fmt(value) -> str:
 
 def print_training_summary(summary: dict) -> None:
     """summary: {"sections": {title: {key: value}}, "val_before": {...}, "val_after": {...}}."""
-    console = Console()
     table = Table(title="streak distillation")
     table.add_column("stage")
     table.add_column("item")
-    table.add_column("value", overflow="fold")
+    table.add_column("value")
     for section, items in summary["sections"].items():
         for i, (key, value) in enumerate(items.items()):
             table.add_row(section if i == 0 else "", key, _fmt(value))
         table.add_section()
-    console.print(table)
+    print_wide(table)  # store, checkpoint and export paths on one line each
     before, after = summary.get("val_before") or {}, summary.get("val_after") or {}
     if not (before or after):
         return
@@ -68,7 +68,7 @@ def print_training_summary(summary: dict) -> None:
     for key in dict.fromkeys([*before, *after]):
         if key != "step":
             val.add_row(f"val/{key}", _fmt(before.get(key, "")), _fmt(after.get(key, "")))
-    console.print(val)
+    print_wide(val)
 
 
 def decode_command(drafter_dir: str, choices: Mapping[str, str], overrides: list[str]) -> str:
