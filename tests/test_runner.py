@@ -132,3 +132,14 @@ def test_bad_execution_options_are_one_line():
         BlockRunner(tiny(), 32, "graph")
     with pytest.raises(ConfigError, match="prefix_attention"):
         _drafter(tiny(), "auto", "sideways")
+
+
+def test_execution_choices_stay_with_their_model():
+    """elementwise kernels for one model leave every other model (and the module defaults) eager: no process-wide
+    switch to undo after a bench."""
+    from specdiff2.models.transformer import KERNELS, rms_norm
+
+    fused, plain = tiny(1), tiny(2)
+    BlockRunner(fused, 32, "eager", kernels="elementwise")
+    assert fused.model.norm.kernels is fused.kernels and fused.kernels["rms_norm"] is not rms_norm
+    assert plain.kernels["rms_norm"] is rms_norm and KERNELS["rms_norm"] is rms_norm

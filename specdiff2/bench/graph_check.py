@@ -16,7 +16,6 @@ import torch
 from specdiff2.bench.real_shapes import SHAPES, random_model
 from specdiff2.decode.draft import Layout
 from specdiff2.decode.verifier import Verifier
-from specdiff2.models.transformer import fuse_elementwise
 
 
 def logits_diffs(dtype, kernels: str = "eager") -> float:
@@ -26,7 +25,6 @@ def logits_diffs(dtype, kernels: str = "eager") -> float:
     layout = Layout.tree(torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda"),
                          torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda"))
     outs = {}
-    fuse_elementwise(False)
     for mode in ("eager", "graph"):
         v = Verifier(model, 1024, mode, kernels if mode == "graph" else "eager")
         res = []
@@ -79,11 +77,9 @@ def main() -> None:
     for dtype in (torch.float32, torch.bfloat16):
         for kernels in ("eager", "elementwise", "block"):
             print(f"max |logits graph/{kernels} - eager| {dtype}: {logits_diffs(dtype, kernels):.3g}")
-            fuse_elementwise(False)
     prompt = torch.randint(0, 8192, (64,), generator=torch.Generator().manual_seed(1)).tolist()
     for dtype in (torch.float32, torch.bfloat16):
         model = random_model("pocket", dtype=dtype)
-        fuse_elementwise(False)
         ref, ms_e = greedy_tokens(model, "eager", prompt, 200)
         line = [f"{dtype}: eager {ms_e:.2f} ms/token"]
         for kernels in ("eager", "elementwise", "block"):
@@ -91,7 +87,6 @@ def main() -> None:
             out, ms = greedy_tokens(model, "graph", prompt, 200, kernels)
             agree = sum(x == y for x, y in zip(ref, out)) / len(ref)
             line.append(f"graph/{kernels} {ms:.2f} ms/token, agreement with eager {agree:.3f}")
-            fuse_elementwise(False)
         print("; ".join(line))
     model = random_model("pocket", dtype=torch.bfloat16)
     print(f"HF generate static cache (bf16, warmed): {hf_static_ms(model, prompt, 200):.2f} ms/token "

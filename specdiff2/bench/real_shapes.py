@@ -19,7 +19,7 @@ from rich.table import Table
 
 from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.runner import BlockRunner
-from specdiff2.models.transformer import ModelArgs, Transformer, fuse_elementwise
+from specdiff2.models.transformer import ModelArgs, Transformer
 
 SHAPES = {  # config.json fields of the public checkpoints
     "qwen7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28, num_heads=28,
@@ -92,13 +92,11 @@ def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_se
     rows = []
     for label in modes:
         mode, kernels = MODES[label]
-        fuse_elementwise(False)
         runner = BlockRunner(model, max_seq_len, mode, kernels=kernels)
         for n in sizes:
             ms = median_ms(lambda: runner(ids[prefix: prefix + n], prefix))
             floor_ms = (wbytes + kv_per_token * (prefix + n)) / bw * 1e3
             rows.append({"mode": label, "tokens": n, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms})
-    fuse_elementwise(False)
     return rows
 
 

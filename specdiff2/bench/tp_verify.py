@@ -23,7 +23,6 @@ from specdiff2.bench.real_shapes import SHAPES, copy_bandwidth, median_ms, print
 from specdiff2.models.config import ModelArgs
 from specdiff2.models.parallel import init_tensor_parallel, random_sharded_transformer
 from specdiff2.models.runner import BlockRunner
-from specdiff2.models.transformer import fuse_elementwise
 
 KINDS = {"eager": ("eager", "eager"), "graph": ("graph", "eager"), "graph+elementwise": ("graph", "elementwise"),
          "graph+block-compiled": ("graph", "block")}
@@ -44,7 +43,6 @@ def shape_rows(shape: str, tp, prefix: int, sizes, kinds, bw: float, max_seq_len
     rows = []
     for label in kinds:
         mode, kernels = KINDS[label]
-        fuse_elementwise(False)
         try:
             runner = BlockRunner(model, max_seq_len, mode, kernels=kernels)
             for n in sizes:

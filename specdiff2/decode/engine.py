@@ -154,11 +154,14 @@ class DecodeEngine:
         return min(self.verifier.cache_len, -(-need // self.kv_step) * self.kv_step)
 
     def _flags(self, step: int):
+        """Queue a copy of (done, length, n_new) to pinned memory; returns (step, event, buffer) to read later."""
         if self.device.type != "cuda":
             return step, None, self.state.flags
-        pinned = torch.empty(3, dtype=torch.long, pin_memory=True)
+        if not hasattr(self, "_ring"):  # sync_lag + 2 slots: a slot is reused only after its event was waited on
+            self._ring = [(torch.cuda.Event(), torch.empty(3, dtype=torch.long, pin_memory=True))
+                          for _ in range(self.sync_lag + 2)]
+        event, pinned = self._ring[step % len(self._ring)]
         pinned.copy_(self.state.flags, non_blocking=True)
-        event = torch.cuda.Event()
         event.record()
         return step, event, pinned
 

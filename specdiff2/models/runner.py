@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from specdiff2.errors import ConfigError
-from specdiff2.models.transformer import Transformer, fuse_elementwise
+from specdiff2.models.transformer import Transformer
 
 MODES = ("eager", "padded", "graph")
 # Cache slots past max_seq_len in every decode model: a step always runs its full draft layout (fixed shapes for
@@ -65,13 +65,10 @@ class BlockRunner:
         self.pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
         if mode == "graph" and model.model.layers[0].self_attn.qkv_weight is None:
             model.fuse()  # one weight read for q/k/v and for gate/up: 7.30 → 6.70 ms on a 7B verify step (H100)
-        if kernels == "elementwise":  # process-wide switch: eager callers get the same maths, fewer kernels
-            fuse_elementwise(True)
+        model.use_kernels("elementwise" if kernels == "elementwise" else "eager")  # this model only
         self.forward = model.forward_block
         if kernels == "block":
-            # One compilation per (model, chain or not, n == 1): a handful per engine, far under this limit.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.forward = torch.compile(model.forward_block, dynamic=True, fullgraph=True)
+            self.forward = _with_recompile_limit(torch.compile(model.forward_block, dynamic=True, fullgraph=True))
 
     @torch.no_grad()
     def direct(self, ids: torch.Tensor, start: torch.Tensor, kv_len: int, positions: torch.Tensor | None = None,
@@ -101,6 +98,15 @@ class BlockRunner:
         if graph is None:
             graph = self.graphs[key] = _Graph(self.forward, n_b, kv_b, intra is None, self.pool, self.device)
         return graph.run(ids_p, pos_p, start, intra_p)[:n]
+
+
+def _with_recompile_limit(compiled, limit: int = 64):
+    """Compile under a raised recompile limit, scoped to these calls (compilation happens at call time): one
+    compilation per (model, chain or not, n == 1) is a handful per engine, over dynamo's default of 8."""
+    def call(*args):
+        with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit, limit)):
+            return compiled(*args)
+    return call
 
 
 def _pad(ids, positions, intra, n_b):

@@ -24,7 +24,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return KERNELS["rms_norm"](x, self.weight, self.eps)
+        return self.kernels["rms_norm"](x, self.weight, self.eps)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -48,19 +48,20 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-# The elementwise pieces of a layer. On CUDA `fuse_elementwise()` swaps in torch.compile'd versions (one
-# kernel each instead of 4–10): batch-1 decode runs ~13 kernels per layer instead of ~35.
+# The elementwise pieces of a layer. A model's `kernels` table (per instance, never process-wide) holds these eager
+# functions or, after `model.use_kernels("elementwise")`, torch.compile'd ones (one kernel each instead of 4–10):
+# batch-1 decode then runs ~13 kernels per layer instead of ~35.
 KERNELS = {"rms_norm": rms_norm, "add_rms_norm": add_rms_norm, "rotary_pair": rotary_pair, "silu_mul": silu_mul}
-_EAGER_KERNELS = dict(KERNELS)
+RMSNorm.kernels = KERNELS  # defined above the kernels it uses; the owning Transformer shares its own table
+_COMPILED: dict[str, object] = {}  # the compiled twins, made once per process and shared: pure functions
 
 
-def fuse_elementwise(enabled: bool = True) -> None:
-    """Compile (dynamic shapes, so one compilation serves every bucket) or restore the elementwise kernels."""
-    if not enabled:
-        KERNELS.update(_EAGER_KERNELS)
-        return
-    for name, fn in _EAGER_KERNELS.items():
-        KERNELS[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+def compiled_kernels() -> dict:
+    """The elementwise kernels compiled with dynamic shapes (one compilation serves every bucket)."""
+    for name, fn in KERNELS.items():
+        if name not in _COMPILED:
+            _COMPILED[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return dict(_COMPILED)
 
 
 def rotary_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
@@ -99,6 +100,8 @@ def gqa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
 
 
 class Attention(nn.Module):
+    kernels = KERNELS  # the owning Transformer shares its own table (`use_kernels`)
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = args.num_heads, args.num_kv_heads, args.head_dim
@@ -120,7 +123,7 @@ class Attention(nn.Module):
         q = q.view(b, length, heads, d).transpose(1, 2)  # (B, H, L, D)
         k = k.view(b, length, kv_heads, d).transpose(1, 2)  # (B, H_kv, L, D)
         v = v.view(b, length, kv_heads, d).transpose(1, 2)  # (B, H_kv, L, D)
-        q, k = KERNELS["rotary_pair"](q, k, cos, sin)
+        q, k = self.kernels["rotary_pair"](q, k, cos, sin)
         if cache_slots is not None:
             k, v = self._write_cache(k, v, cache_slots)  # (B, H_kv, S_max, D)
             if kv_len is not None:  # only the live (bucketed) part of the cache is read
@@ -150,6 +153,8 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    kernels = KERNELS  # the owning Transformer shares its own table (`use_kernels`)
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.gate_proj = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
@@ -161,10 +166,10 @@ class MLP(nn.Module):
 
     def forward(self, x):
         if self.gate_up_weight is None:
-            out = self.down_proj(KERNELS["silu_mul"](self.gate_proj(x), self.up_proj(x)))
+            out = self.down_proj(self.kernels["silu_mul"](self.gate_proj(x), self.up_proj(x)))
         else:
             gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)  # (B, L, I) each, one weight read
-            out = self.down_proj(KERNELS["silu_mul"](gate, up))
+            out = self.down_proj(self.kernels["silu_mul"](gate, up))
         return out if self.tp is None else self.tp.all_reduce(out)  # (B, L, hidden) summed over ranks
 
     def fuse(self) -> None:
@@ -190,6 +195,8 @@ def _fuse_linears(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | Non
 
 
 class DecoderLayer(nn.Module):
+    kernels = KERNELS  # the owning Transformer shares its own table (`use_kernels`)
+
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.self_attn = Attention(args)
@@ -207,9 +214,9 @@ class DecoderLayer(nn.Module):
         if delta is None:
             normed = norm1(x)
         else:
-            x, normed = KERNELS["add_rms_norm"](x, delta, norm1.weight, norm1.eps)
+            x, normed = self.kernels["add_rms_norm"](x, delta, norm1.weight, norm1.eps)
         attn = self.self_attn(normed, cos, sin, mask, cache_slots, kv_len)
-        x, normed = KERNELS["add_rms_norm"](x, attn, norm2.weight, norm2.eps)
+        x, normed = self.kernels["add_rms_norm"](x, attn, norm2.weight, norm2.eps)
         return x, self.mlp(normed)
 
 
@@ -232,6 +239,14 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(args.hidden_size, args.vocab_size, bias=False)
         if args.tie_word_embeddings:
             self.tie_weights()
+        self.use_kernels("eager")
+
+    def use_kernels(self, kind: str) -> None:
+        """eager | elementwise: this model's elementwise kernels (every submodule reads the same table)."""
+        self.kernels = compiled_kernels() if kind == "elementwise" else dict(KERNELS)
+        for module in self.modules():
+            if isinstance(module, (RMSNorm, Attention, MLP, DecoderLayer)):
+                module.kernels = self.kernels
 
     def tie_weights(self) -> None:
         self.lm_head.weight = self.model.embed_tokens.weight
@@ -302,7 +317,7 @@ class Transformer(nn.Module):
         delta = None  # each layer's MLP output, added inside the next layer's first norm (one kernel)
         for layer in self.model.layers:
             h, delta = layer.residual_step(h, delta, cos, sin, mask, slots, kv_len)
-        h, normed = KERNELS["add_rms_norm"](h, delta, self.model.norm.weight, self.model.norm.eps)
+        h, normed = self.kernels["add_rms_norm"](h, delta, self.model.norm.weight, self.model.norm.eps)
         return self.lm_head(normed)[0]  # (n, V)
 
     def copy_cache_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
