@@ -265,6 +265,22 @@ def test_projected_speedup_claim_is_labelled_and_judged_on_the_projection(tmp_pa
     assert not [c for c in evaluate_claims(run) if "projected" in c.claim]
 
 
+def test_a_run_whose_rows_carry_acceptance_histograms_builds_its_report(tmp_path):
+    """Rows with accept_hist (decode/metrics.py) add the accept_hist figure; build_report crashed on its caption."""
+    root = make_run_dir(tmp_path)
+    with open(root / "decode" / "rows.jsonl", "a") as f:
+        f.write("\n" + json.dumps(_row("core", "pocket", "sd_ar gamma=4", "decode=sd_ar", 900.0, 2.0, [0.5],
+                                        accept_hist=[40, 30, 20, 10])) + "\n")
+    out = build_report(root)
+    assert "accept_hist" in out["figures"] and "accepted draft tokens per verifier step" in Path(out["report"]).read_text()
+
+
+def test_late_alpha_reads_alpha_j_not_the_conditional_alpha_cond_j():
+    from specdiff2.report.claims import late_alpha
+
+    assert late_alpha({"alpha_7": 1.0, "alpha_8": 0.5, "alpha_9": 0.3, "alpha_cond_8": 0.9}) == pytest.approx(0.4)
+
+
 def test_heatmap_labels_read_on_light_and_dark_cells_and_the_colour_bar_is_labelled(tmp_path, monkeypatch):
     """Issue 22 item 12: white labels on viridis' yellow cells were unreadable; the colour bar had no label."""
     from matplotlib.colors import to_rgb

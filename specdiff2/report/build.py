@@ -23,6 +23,7 @@ from specdiff2.report.wandb_log import log_images, log_table, open_run
 
 FIGURE_TEXT = {
     "alpha_per_arm": "α_j per distillation arm (SpecDiff-2 Fig. 2)",
+    "accept_hist": "accepted draft tokens per verifier step, share of steps per method (greedy)",
     "tps_vs_k": "tok/s vs K per drafter temperature (SpecDiff-2 Fig. 5)",
     "gamma_steps_heatmap": "SpecDiff γ × denoising steps T (tok/s, τ in each cell)",
     "diffuspec_bars": "DiffuSpec ablation (speed-up over ar, τ on each bar)",

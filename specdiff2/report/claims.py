@@ -88,7 +88,8 @@ def gain_verdict(ratio: float | None, paper_ratio: float, speed: bool, run: RunD
 
 
 def late_alpha(row: dict) -> float | None:
-    vals = [v for k, v in row.items() if k.startswith("alpha_") and int(k[6:]) >= LATE_FROM]
+    # alpha_j only: rows also carry the conditional alpha_cond_j beside it
+    vals = [v for k, v in row.items() if k.startswith("alpha_") and k[6:].isdigit() and int(k[6:]) >= LATE_FROM]
     return sum(vals) / len(vals) if vals else None
 
 
