@@ -26,8 +26,8 @@ def _compose(config: str, overrides: list[str]):
      f"python decode.py paths.cache_dir=/data/cache pocket.seed=3 drafter.path={EXPORT} drafter.pocket=false"),
     (["verifier=qwen7b", "verifier.path=/ckpt/qwen", "drafter=diffucoder", "drafter.path=/ckpt/dc", "peft=lora",
       "trainer=deepspeed_z3", "drafter.dtype=float32"],
-     f"python decode.py verifier=qwen7b drafter=diffucoder verifier.path=/ckpt/qwen drafter.dtype=float32 "
-     f"drafter.path={EXPORT} drafter.pocket=false"),
+     (f"python decode.py verifier=qwen7b drafter=diffucoder verifier.path=/ckpt/qwen drafter.dtype=float32 "
+      f"drafter.path={EXPORT} drafter.pocket=false")),
 ])
 def test_the_printed_command_decodes_the_export_against_the_runs_verifier(train_overrides, expected):
     train = _compose("train", train_overrides)
