@@ -296,6 +296,9 @@ def test_a_step_never_syncs_with_the_host(world, kind, kwargs, temperature):
     eng = engine(world, make(world, kind, kwargs), temperature=temperature)
     assert engine_step_syncs(eng, prompts(world[2], 1)[0]) == []
     assert engine_step_syncs(engine(world, Autoregressive(), temperature=temperature), [5, 6]) == []
+    tree = SelfSelectStrategy(load_diffusion_drafter(ref(world[0], "causal_drafter"), ctx_of(world)), gamma=3, k=3)
+    tree_engine = DecodeEngine(world[1], world[2], tree, TreeRule(temperature), SamplingParams(temperature))
+    assert engine_step_syncs(tree_engine, prompts(world[2], 1)[0]) == []  # K chains, commit by copy
 
 
 def test_every_generation_carries_its_acceptance_statistics(world, greedy_reference):

@@ -31,12 +31,13 @@ class Verifier:
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> None:
-        """Write the KV of `ids` (P,) at slots 0..P−1 (once per prompt: eager, exact size)."""
+        """Write the KV of `ids` (P,) at slots 0..P−1 (once per prompt, exact size: through the compiled block when
+        kernels=block, which launches ~3x fewer kernels than the eager layers)."""
         n = ids.shape[0]
         if n == 0:
             return
         start = torch.zeros((), dtype=torch.long, device=self.device)
-        self.model.forward_block(ids, start, n)  # a chain at slot 0
+        self.runner.direct(ids, start, n)  # a chain at slot 0
 
     @torch.no_grad()
     def verify(self, root: torch.Tensor, draft: Draft, start: torch.Tensor, kv_len: int) -> torch.Tensor:

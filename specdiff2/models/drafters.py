@@ -61,7 +61,7 @@ class DiffusionDrafter:
         n = ids.shape[0]
         intra = None if self.causal else torch.ones(n, n, dtype=torch.bool, device=self.device)
         start = torch.zeros((), dtype=torch.long, device=self.device)
-        self.model.forward_block(ids, start, n, torch.arange(n, device=self.device), intra)
+        self.runner.direct(ids, start, n, torch.arange(n, device=self.device), intra)
 
     @torch.no_grad()
     def window_logits_at(self, seq: torch.Tensor, length: torch.Tensor, canvas: torch.Tensor, kv_len: int,
@@ -128,7 +128,7 @@ class ARDrafter:
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> None:
         if ids.shape[0]:
-            self.model.forward_block(ids, torch.zeros((), dtype=torch.long, device=self.device), ids.shape[0])
+            self.runner.direct(ids, torch.zeros((), dtype=torch.long, device=self.device), ids.shape[0])
 
     @torch.no_grad()
     def catch_up(self, seq: torch.Tensor, length: torch.Tensor, kv_len: int, recent: int) -> torch.Tensor:

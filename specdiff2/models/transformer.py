@@ -323,12 +323,13 @@ class Transformer(nn.Module):
     def copy_cache_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         """Move K/V entries at slots `src` (N,) to slots `dst` (N,) in every layer.
 
-        `index_select` gathers into a new tensor before the write, so overlapping src/dst (compacting
-        an accepted tree path towards the prefix) is safe.
+        The gather makes a new tensor before the write, so overlapping src/dst (compacting an accepted tree path
+        towards the prefix) is safe. Advanced indexing, not index_select: along dim 2 of the cache the latter ran
+        ~10 µs per call on an H200 (24 calls per step for a 12-layer verifier), the index kernels ~2 µs.
         """
         for layer in self.model.layers:
             for cache in (layer.self_attn.k_cache, layer.self_attn.v_cache):
-                cache.index_copy_(2, dst, cache.index_select(2, src))  # (B, H_kv, N, D) moved
+                cache[:, :, dst] = cache[:, :, src]  # (B, H_kv, N, D) moved
 
     def hidden_states(self, input_ids, position_ids, attn_mask=None, cache_slots=None) -> torch.Tensor:
         """Final-norm hidden states (B, L, hidden); same arguments as `forward`."""
