@@ -44,3 +44,16 @@ def chi2_fits(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5
     assert counts[probs == 0].sum() == 0, "a cell with probability 0 was drawn"
     stat, dof = chi2_stat(counts, probs, min_expected)
     return dof < 1 or stat < chi2_critical(dof)
+
+
+def first_two_law(model, params, prompt: list[int]) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """The verifier's exact law of the first two sampled tokens after `prompt`: cells (x1, x2) with p(x1)·p(x2|x1) > 0
+    and their probabilities (fp64; `params` warps the logits as the engine does)."""
+    with torch.no_grad():
+        def p_next(ids):
+            return params.probs(model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
+        p1 = p_next(prompt)
+        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
+                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
+    cells = sorted(joint)
+    return cells, torch.tensor([joint[c] for c in cells], dtype=torch.float64)

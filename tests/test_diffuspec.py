@@ -18,7 +18,7 @@ from specdiff2.decode.strategies.base import StepInput
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits
+from tests.stats import chi2_fits, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KV_LEN = 64  # the static cache bucket of the hand-driven steps below
@@ -237,13 +237,7 @@ def test_sampled_tokens_follow_the_verifier(world, proxy_of, drafter_of, cps_sam
     s = strategy(drafter_of(), proxy_of("ngram"), cps_sampling=cps_sampling, lam=0.9)
     eng = DecodeEngine(verifier, tok, s, RejectionRule(), params)
     prompt = encoded(tok, 1)
-    with torch.no_grad():
-        def p_next(ids):
-            return params.probs(verifier.model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
-        p1 = p_next(prompt)
-        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
-                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
-    cells = sorted(joint)
+    cells, law = first_two_law(verifier.model, params, prompt)
     counts = torch.zeros(len(cells), dtype=torch.float64)
     accepted = 0
     for seed in range(200):
@@ -251,7 +245,7 @@ def test_sampled_tokens_follow_the_verifier(world, proxy_of, drafter_of, cps_sam
         counts[cells.index(tuple(gen.token_ids[:2]))] += 1
         accepted += gen.steps[0][0]
     assert accepted > 0  # drafts were accepted: the test exercises the draft, not only the bonus token
-    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+    assert chi2_fits(counts, law)
 
 
 NOSYNC = [  # (cps, adl, proxy, temperature, cps_sampling)

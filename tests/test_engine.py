@@ -34,7 +34,7 @@ from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits
+from tests.stats import chi2_fits, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -157,20 +157,12 @@ def test_sampled_tokens_follow_the_verifier(world, kind, kwargs, samples):
     params = SamplingParams(1.0, 3)
     eng = DecodeEngine(verifier, tok, make(world, kind, kwargs), RejectionRule(), params, seed=0)
     prompt = prompts(tok, 1)[0]
-    model = verifier.model
-    with torch.no_grad():
-        def p_next(ids):
-            t = torch.tensor([ids])
-            return params.probs(model(t, torch.arange(len(ids))[None])[0, -1].double())
-        p1 = p_next(prompt)
-        firsts = p1.nonzero()[:, 0].tolist()
-        joint = {(a, b): float(p1[a] * pb) for a in firsts for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
-    cells = sorted(joint)
+    cells, law = first_two_law(verifier.model, params, prompt)
     counts = torch.zeros(len(cells), dtype=torch.float64)
     for s in range(samples):
         out = eng.generate(prompt, 2, seed=s).token_ids
         counts[cells.index(tuple(out[:2]))] += 1
-    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+    assert chi2_fits(counts, law)
 
 
 def test_bad_inputs_give_one_line_errors(world, tmp_path):

@@ -27,7 +27,7 @@ from specdiff2.decode.strategies.base import StepInput
 from specdiff2.decode.strategies.self_select import SelfSelectStrategy, draft_stats, sample_drafts
 from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.refs import CheckpointRef
-from tests.stats import chi2_fits
+from tests.stats import chi2_fits, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
@@ -157,13 +157,7 @@ def test_sampled_tokens_follow_the_verifier(world, samples):
     strat = strategy(world, gamma=2, k=4, drafter_temperature=1.5, drafter_top_k=3)
     eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
     prompt = prompts[1]  # a context where the hot top-3 drafts differ (after `return` they mostly coincide)
-    with torch.no_grad():
-        def p_next(ids):
-            return params.probs(verifier.model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
-        p1 = p_next(prompt)
-        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
-                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
-    cells = sorted(joint)
+    cells, law = first_two_law(verifier.model, params, prompt)
     counts = torch.zeros(len(cells), dtype=torch.float64)
     branched = 0
     for s in range(samples):
@@ -171,7 +165,7 @@ def test_sampled_tokens_follow_the_verifier(world, samples):
         counts[cells.index(tuple(gen.token_ids[:2]))] += 1
         branched += gen.metrics["mean_tree_size"] > 2  # some step had more nodes than a γ=2 chain
     assert branched > samples // 2  # most runs verified real trees, not chains
-    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+    assert chi2_fits(counts, law)
 
 
 # --- trie construction, commit, streak proxy ----------------------------------------------------------------
@@ -299,19 +293,13 @@ def test_sampled_tokens_follow_the_verifier_at_the_context_limit(world, samples)
     params = SamplingParams(1.0, 3)
     strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=2.0, drafter_top_k=2)
     eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
-    with torch.no_grad():
-        def p_next(ids):
-            return params.probs(verifier.model(torch.tensor([ids]), torch.arange(len(ids))[None])[0, -1].double())
-        p1 = p_next(prompt)
-        joint = {(a, b): float(p1[a] * pb) for a in p1.nonzero()[:, 0].tolist()
-                 for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
-    cells = sorted(joint)
+    cells, law = first_two_law(verifier.model, params, prompt)
     counts = torch.zeros(len(cells), dtype=torch.float64)
     for s in range(samples):
         out = eng.generate(prompt, 8, seed=s).token_ids
         assert len(out) <= 3
         counts[cells.index(tuple(out[:2]))] += 1
-    assert chi2_fits(counts, torch.tensor([joint[c] for c in cells], dtype=torch.float64))
+    assert chi2_fits(counts, law)
 
 
 @pytest.mark.parametrize("second", ["same", "different"])
