@@ -222,7 +222,7 @@ def cases(f: dict[str, str]) -> list[Case]:
         Case(D, ["top_p=abc"]), Case(D, ["decode.strategy.k=4"]),
         # added for issue 22: field types of strategies (also swept), a directory as the prompt file
         Case(D, ["decode.strategy.gamma=abc"]), Case(D, ["decode.strategy.steps=two"]),
-        Case(D, ["-m", "decode.strategy.gamma=8,abc"]), Case(D, ["decode=self_select", "decode.strategy.k=many"]),
+        Case(D, ["hydra.mode=MULTIRUN", "decode.strategy.gamma=8,abc"]), Case(D, ["decode=self_select", "decode.strategy.k=many"]),
         Case(D, ["data=jsonl", f"data.prompts.path={f['userdir']}"]),
     ]
     return out
