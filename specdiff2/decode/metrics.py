@@ -5,7 +5,8 @@ Per request (one generation row) and per prompt set:
 - accept_hist: accept_hist[n] = verifier steps that accepted exactly n draft tokens (bonus not counted).
 - draft_acceptance_rate: accepted draft tokens / draft tokens offered (positions below each step's limit).
 - alpha_j: per-position acceptance, accepted at position j / steps whose draft reached position j (vLLM's a_j).
-- alpha_cond_j: conditional, accepted at j / accepted at j − 1 (alpha_cond_1 = alpha_1): where streaks break.
+- alpha_cond_j: conditional, accepted at j / steps that drafted j and accepted all of 1..j−1 (alpha_cond_1 =
+  alpha_1): where streaks break.
 - verifier_steps: the number of speculative steps.
 """
 
@@ -56,11 +57,13 @@ class DecodeStats:
         z = lambda *shape: torch.zeros(shape, dtype=torch.long, device=device)  # noqa: E731
         self.steps, self.new_tokens = z(), z()
         self.drafted, self.accepted = z(max_positions), z(max_positions)  # steps that drafted / accepted position j
+        self.reached = z(max_positions)  # steps that drafted position j after accepting every earlier one
         self.trace = z(max_steps, 2)  # (accepted, committed) per step: where drafts fail
         self.extra: dict[str, torch.Tensor] = {}  # per-step info sums (float64)
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.steps, self.new_tokens, self.drafted, self.accepted, self.trace, *self.extra.values()]
+        return [self.steps, self.new_tokens, self.drafted, self.accepted, self.reached, self.trace,
+                *self.extra.values()]
 
     def reset(self) -> None:
         for t in self.tensors():
@@ -73,6 +76,7 @@ class DecodeStats:
         j = torch.arange(self.drafted.shape[0], device=self.device)
         self.drafted.add_((j < depth).long() * live_l)
         self.accepted.add_((j < n_accepted).long() * live_l)
+        self.reached.add_(((j < depth) & (j <= n_accepted)).long() * live_l)
         row = self.steps.clamp_max(self.max_steps - 1)
         self.trace.index_copy_(0, row.view(1), torch.where(live, torch.stack([n_accepted, n_committed]),
                                                          self.trace.index_select(0, row.view(1))[0]).view(1, 2))
@@ -97,14 +101,13 @@ class DecodeStats:
             "verifier_s": verifier_s,
             "other_s": max(0.0, wall_s - drafter_s - verifier_s),
         }
-        drafted, accepted = self.drafted.tolist(), self.accepted.tolist()
+        drafted, accepted, reached = self.drafted.tolist(), self.accepted.tolist(), self.reached.tolist()
         out["draft_acceptance_rate"] = sum(accepted) / max(1, sum(drafted))
         for j, (d, a) in enumerate(zip(drafted, accepted), 1):
             if d:
                 out[f"alpha_{j}"] = a / d
-            before = steps if j == 1 else accepted[j - 2]
-            if before:
-                out[f"alpha_cond_{j}"] = a / before
+            if reached[j - 1]:
+                out[f"alpha_cond_{j}"] = a / reached[j - 1]
         out["accept_hist"] = self.accept_hist()
         for k, v in self.extra.items():
             out[f"mean_{k}"] = float(v) / max(1, steps)
