@@ -35,8 +35,8 @@ def micro_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """Random-init tiny verifier / drafters / token dataset for the decode tests (tests/tiny_world.py)."""
-    from tests.tiny_world import build_tiny_world
+    """Random-init tiny verifier / drafters / token dataset for the decode tests (specdiff2/bench/random_world.py)."""
+    from specdiff2.bench.random_world import build_tiny_world
 
     return build_tiny_world(tmp_path_factory.mktemp("tiny_world"))
 

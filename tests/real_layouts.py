@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tests.tiny_world import corpus
+from specdiff2.bench.random_world import corpus
 
 QWEN_BASE = 151643  # ids below: the BPE vocabulary (vocab.json); from here: added special tokens
 QWEN_SPECIALS = [  # (token, special) in id order from 151643, as in Qwen2.5's tokenizer_config.json

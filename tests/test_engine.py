@@ -1,6 +1,6 @@
 """The decode engine is lossless: greedy output == verifier greedy; sampled output ~ verifier p.
 
-Runs on random-init tiny checkpoints (tests/tiny_world.py): drafters that copy the verifier's weights (with
+Runs on random-init tiny checkpoints (specdiff2/bench/random_world.py): drafters that copy the verifier's weights (with
 noise, or exactly with a causal prefix) give acceptance > 0, so both accept and reject paths are exercised.
 """
 

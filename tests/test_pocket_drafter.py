@@ -11,7 +11,7 @@ from specdiff2.data.windows import shared_layout
 from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.hf import read_config
 from specdiff2.pocket.pretrain import DenseDrafterObjective, alpha_metrics, train_anchors, val_anchors
-from tests.tiny_world import tiny_hf_qwen2
+from specdiff2.bench.random_world import tiny_hf_qwen2
 
 GAMMA, MASK_ID, VOCAB, L = 4, 1, 40, 24
 

@@ -1,7 +1,7 @@
 """self_select (SpecDiff-2 self-selection) is lossless: greedy == verifier greedy for every K; the sampled
 trie rule reproduces p exactly; the accepted tree path's KV is committed like a fresh prefill.
 
-Runs on the random-init tiny checkpoints (tests/tiny_world.py); the causal drafter copies the verifier, so
+Runs on the random-init tiny checkpoints (specdiff2/bench/random_world.py); the causal drafter copies the verifier, so
 drafts are accepted and the winning draft is often not the first one."""
 
 import itertools

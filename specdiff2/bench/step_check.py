@@ -46,7 +46,7 @@ def compare(base: list[str], method: str, extra: list[str], prompts, max_new: in
 
 def random_world(root: str) -> list[str]:
     """Overrides for the tests' random-init tiny checkpoints (seconds to build): a smoke test of the capture."""
-    from tests.tiny_world import build_tiny_world
+    from specdiff2.bench.random_world import build_tiny_world
 
     w = build_tiny_world(Path(root))
     return [f"verifier.path={w.verifier}", "verifier.pocket=false", f"drafter.path={w.causal_drafter}",

@@ -1,4 +1,5 @@
-"""Random-init tiny checkpoints for the decode tests, written once per session (no pocket world to train).
+"""Random-init tiny checkpoints in the real on-disk layout, written in seconds (no pocket world to train): the decode
+tests' fixture, and `bench/step_check --random-world` (a GPU smoke test of the captured step).
 
 One byte-level BPE tokenizer (< 512 ids, EOS / mask / pad) is shared by every model; each directory is a Hugging
 Face checkpoint (config.json + model.safetensors + tokenizer files) that `decode.loading` reads like a real one:
