@@ -115,7 +115,8 @@ def diffuspec_bars(run: RunData, out: Path) -> Path | None:
 
 def accept_hist(run: RunData, out: Path) -> Path | None:
     """Accepted draft tokens per verifier step, as a share of steps, one line per method (greedy; per set the
-    method's row with the most steps). The per-request histograms are in each generation row."""
+    method's row with the most steps, its settings in the legend). The per-request histograms are in each
+    generation row."""
     sets = [s for s in run.sets() if any(r.get("accept_hist") for r in run.select(set=s, temperature=0.0))]
     if not sets:
         return None
@@ -123,14 +124,14 @@ def accept_hist(run: RunData, out: Path) -> Path | None:
     for ax, s in zip(axes, sets):
         best: dict[str, dict] = {}
         for r in run.select(set=s, temperature=0.0):
-            name = r.get("method", "?")
+            name = r.get("method", "?").split()[0]  # one line per method, not per grid point
             if len(r.get("accept_hist", [])) > 1 and r["verifier_steps"] > best.get(name, {}).get("verifier_steps", -1):
                 best[name] = r
         for name, r in best.items():
             hist = r["accept_hist"]
             total = max(1, sum(hist))
             ax.plot(range(len(hist)), [c / total for c in hist], marker="o", ms=3,
-                    label=f"{name} (τ {r['mean_accept_len']:.2f}, {r['verifier_steps']} steps)")
+                    label=f"{r.get('method', name)} (τ {r['mean_accept_len']:.2f}, {r['verifier_steps']} steps)")
         ax.set(title=f"accepted drafts per step, {s}", xlabel="accepted draft tokens n", ylabel="share of steps")
         ax.legend(fontsize=6)
     return _save(fig, out / "accept_hist.png")
