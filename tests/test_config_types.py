@@ -29,7 +29,7 @@ CONF = ROOT / "conf"
      "decode.models.proxy.order='x'; set an integer"),
     (["acceptance=tree", "temperature=hot"], "temperature='hot'; set a number"),  # acceptance.temperature: ${temperature}
     (["drafter=dream", "drafter.path=/x", "drafter.mask_token_id=abc"], "drafter.mask_token_id='abc'; set an integer or null"),
-    (["+decode.strategy.gama=8"], "decode.strategy.gama is not a setting of SpecDiffStrategy (it takes: gamma, steps)"),
+    (["+decode.strategy.gama=8"], "decode.strategy.gama is not a setting of SpecDiffStrategy (it takes: gamma, steps, proposal)"),
 ])
 def test_a_field_of_the_wrong_type_is_one_line(overrides, line):
     with pytest.raises(ConfigError) as err:

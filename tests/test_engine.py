@@ -244,7 +244,7 @@ def _tiny_overrides(w) -> list[str]:
             f"ar_drafter.path={w.ar_drafter}", "ar_drafter.pocket=false", "max_seq_len=128", "device=cpu"]
 
 
-@pytest.mark.parametrize("method", ["ar", "sd_ar", "specdiff", "tiny", "self_select", "diffuspec"])
+@pytest.mark.parametrize("method", ["ar", "sd_ar", "specdiff", "tiny", "self_select", "diffuspec", "tree"])
 def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_reference, method, tmp_path):
     """conf/decode/<method> + conf/acceptance: the factory builds the models, the strategy receives them."""
     w = world[0]

@@ -40,6 +40,9 @@ METHODS = [
     "decode=self_select decode.strategy.gamma=16 decode.strategy.k=1 decode.strategy.drafter_temperature=0.1",
     "decode=self_select decode.strategy.gamma=16 decode.strategy.k=4 decode.strategy.drafter_temperature=0.1",
     "decode=diffuspec",
+    "decode=tree decode.strategy.nodes=16",
+    "decode=tree decode.strategy.nodes=32",
+    "decode=tree decode.strategy.nodes=64",
 ]
 
 

@@ -75,13 +75,16 @@ class Layout:
 class Draft:
     """tokens (N,) in `layout` order; q_probs (N, V) | None: the law each token was drawn from (rejection
     sampling needs it; None for greedy-only drafts); limit 0-d long: only depths < limit may be accepted.
-    info: per-step statistics as 0-d device tensors (the engine averages them over steps)."""
+    fixed: the tokens are deterministic candidates (argmax proposals, a best-first tree), chosen before the
+    verifier's p is seen; at temperature > 0 they are verified by sampling p and following the matching child,
+    which needs no q. info: per-step statistics as 0-d device tensors (the engine averages them over steps)."""
 
     tokens: torch.Tensor
     layout: Layout
     q_probs: torch.Tensor | None
     limit: torch.Tensor
     info: dict = field(default_factory=dict)
+    fixed: bool = False
 
     @property
     def size(self) -> int:
@@ -106,5 +109,5 @@ class Draft:
 
     @classmethod
     def chain(cls, tokens: torch.Tensor, q_probs: torch.Tensor | None, limit: torch.Tensor,
-              info: dict | None = None) -> "Draft":
-        return cls(tokens, Layout.chain(tokens.shape[0], tokens.device), q_probs, limit, info or {})
+              info: dict | None = None, fixed: bool = False) -> "Draft":
+        return cls(tokens, Layout.chain(tokens.shape[0], tokens.device), q_probs, limit, info or {}, fixed)

@@ -44,7 +44,8 @@ def _path_nodes(draft: Draft) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def greedy_tree(draft: Draft, argmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The longest path whose every node is its parent's verifier argmax (ties: first in draw order)."""
+    """The longest path whose every node is its parent's verifier token (argmax (N+1,), or one draw per row),
+    ties: first in draw order. Every path is a prefix chain of the tree, so the longest match is the walk."""
     nodes, valid = _path_nodes(draft)
     ok = (draft.tokens[nodes] == argmax[draft.parents[nodes] + 1]) & valid  # (K, D)
     n_k = ok.long().cumprod(1).sum(1)  # (K,)
@@ -65,14 +66,30 @@ class GreedyRule:
         return greedy_tree(draft, verifier_logits.argmax(-1))
 
 
+def sampled_match(draft: Draft, p_probs: torch.Tensor, generator):
+    """Deterministic candidates (fixed before p is seen): draw one token from p at every node, then walk down the
+    children that match it; the first draw with no matching child (or past the limit) is the correction, and a
+    fully matched path takes its last node's draw as the bonus.
+
+    Why it is exact: along the walk each committed token is a fresh draw from p given the tokens before it (rows
+    off the walk are never read). It is the same law as trying the children in order, accepting child c with
+    probability p_work(c) and removing it from p_work on rejection (sampling p without replacement), and the same as
+    rejection sampling with a one-hot q on a chain. Pure device code at fixed shapes.
+    """
+    return greedy_tree(draft, sample_probs(p_probs, generator))  # (N+1,) one draw per verified row
+
+
 class RejectionRule:
-    """Lossless at any temperature: speculative sampling on chains, multi-draft sampling on trees."""
+    """Lossless at any temperature: speculative sampling on chains, multi-draft sampling on trees of i.i.d. drafts,
+    `sampled_match` on deterministic candidates (`draft.fixed`)."""
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         p_probs = sampling.probs(verifier_logits.float())  # (N+1, V)
         zero = draft.limit.new_zeros(())
         if draft.size == 0:
             return zero, zero, sample_probs(p_probs[0], generator)
+        if draft.fixed:
+            return sampled_match(draft, p_probs, generator)
         if draft.q_probs is None:
             raise ConfigError("rejection sampling needs the drafter's q; this strategy drafts greedily only")
         if draft.is_chain:

@@ -35,3 +35,6 @@ class SamplingParams:
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         return warp_probs(logits, self.temperature, self.top_k, self.top_p)
+
+
+GREEDY = SamplingParams()  # argmax drafting whatever the verifier's temperature (deterministic proposals)

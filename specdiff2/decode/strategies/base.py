@@ -87,6 +87,14 @@ def check_gamma(gamma: int) -> None:
         raise ConfigError(f"draft length gamma={gamma} must be >= 1; set decode.strategy.gamma to a positive int")
 
 
+PROPOSALS = ("sample", "argmax")
+
+
+def check_proposal(proposal: str) -> None:
+    if proposal not in PROPOSALS:
+        raise ConfigError(f"decode.strategy.proposal={proposal!r} is unknown; use one of {PROPOSALS}")
+
+
 def clamp_limit(depth: int, step: StepInput) -> torch.Tensor:
     """0-d long: a fixed-depth draft's limit this step (its depth, or less near max_new_tokens / the context)."""
     return step.budget.clamp(0, depth)

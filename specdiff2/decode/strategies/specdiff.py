@@ -7,7 +7,9 @@ import math
 import torch
 
 from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit, pick_tokens
+from specdiff2.decode.sampling import GREEDY
+from specdiff2.decode.strategies.base import (EngineContext, Stateless, StepInput, check_gamma, check_proposal,
+                                              clamp_limit, pick_tokens)
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
@@ -15,18 +17,21 @@ from specdiff2.models.drafters import DiffusionDrafter
 class SpecDiffStrategy(Stateless):
     """Each step unmasks ceil(remaining / steps left) positions.
 
-    Temperature 0 unmasks the most confident positions first (SpecDiff). Temperature > 0 unmasks
-    left to right: rejection sampling needs each q_j to condition on tokens left of j only; a token
+    Temperature 0 unmasks the most confident positions first (SpecDiff). Temperature > 0 with sampled proposals
+    unmasks left to right: rejection sampling needs each q_j to condition on tokens left of j only; a token
     drawn after (and conditioned on) a later position would make the chain lossy.
+    proposal="argmax" (T > 0): the greedy draft (confidence order) as deterministic candidates, verified by
+    `rules.sampled_match` (lossless for any draft fixed before p is seen; no q needed).
     """
 
     name = "specdiff"
 
-    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, steps: int = 1):
+    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, steps: int = 1, proposal: str = "sample"):
         check_gamma(gamma)
         if steps < 1 or steps > gamma:
             raise ConfigError(f"denoising steps={steps} must be in [1, gamma={gamma}]; set decode.strategy.steps")
-        self.drafter, self.gamma, self.steps = drafter, gamma, steps
+        check_proposal(proposal)
+        self.drafter, self.gamma, self.steps, self.proposal = drafter, gamma, steps, proposal
 
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
@@ -41,9 +46,11 @@ class SpecDiffStrategy(Stateless):
         masked = torch.ones(gamma, dtype=torch.bool, device=self.device)  # (γ,)
         q_out = None
         remaining = gamma
+        fixed = sampling.temperature > 0 and self.proposal == "argmax"
+        drawing = GREEDY if fixed else sampling
         for t in range(self.steps):
             logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, gamma + 1)  # (γ, V)
-            tokens, q_probs = pick_tokens(logits, sampling, generator)  # (γ,), (γ, V) | None
+            tokens, q_probs = pick_tokens(logits, drawing, generator)  # (γ,), (γ, V) | None
             k = math.ceil(remaining / (self.steps - t))
             remaining -= k
             chosen = self._choose(logits, masked, k, greedy=q_probs is None)  # (γ,) bool
@@ -51,7 +58,7 @@ class SpecDiffStrategy(Stateless):
             if q_probs is not None:
                 q_out = torch.where(chosen[:, None], q_probs, q_out if q_out is not None else q_probs)
             masked &= ~chosen
-        return Draft.chain(canvas, q_out, clamp_limit(gamma, step), {"steps": self.steps})
+        return Draft.chain(canvas, q_out, clamp_limit(gamma, step), {"steps": self.steps}, fixed=fixed)
 
     @staticmethod
     def _choose(logits: torch.Tensor, masked: torch.Tensor, k: int, greedy: bool) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""`tree`: a best-first draft tree from one diffusion pass (DDTree, arXiv 2604.12989), verified in one tree pass.
+
+One pass gives the window marginals q_1..q_γ. A draft node is a prefix (x_1..x_d) scored by its path log-probability
+Σ_{j≤d} log q_j(x_j); the tree holds the `nodes` best prefixes, which is what best-first expansion under a node
+budget reaches (a child never scores above its parent, so the set is prefix-closed; ties go to the shallower node).
+It is built on the device at fixed shapes: per depth the `nodes` best prefixes from the previous depth's best times
+each position's top-`branch` tokens, then the global best `nodes` over all depths.
+
+The candidates are deterministic (fixed before the verifier's p is seen), so temperature > 0 verifies them by
+`rules.sampled_match` (draw from p at each node, follow the matching child): lossless, no q. Temperature 0 takes the
+longest greedy path. The node budget and depth are fixed before anything is drawn, also near the context limit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
+from specdiff2.errors import ConfigError
+from specdiff2.models.drafters import DiffusionDrafter
+
+
+def best_first_tree(logq: torch.Tensor, nodes: int, branch: int):
+    """The `nodes` best prefixes of the window (logq (γ, V) log-marginals), in topological order.
+
+    Returns tokens (N,), parents (N,) (−1 = child of the root), depth (N,) 0-based, score (N,) path log-prob.
+    """
+    gamma, vocab = logq.shape
+    branch = min(branch, vocab)
+    top_lq, top_id = logq.topk(branch, dim=-1)  # (γ, b) best first
+    pad = logq.new_full((max(0, nodes - branch),), float("-inf"))
+    first = torch.cat([top_lq[0], pad])[:nodes]  # (N,) depth-0 prefixes, padded with impossible ones
+    scores, tokens, parents = [first], [torch.cat([top_id[0], top_id.new_zeros(pad.shape)])[:nodes]], []
+    parents.append(torch.full((nodes,), -1, dtype=torch.long, device=logq.device))
+    for d in range(1, gamma):
+        cand = scores[-1][:, None] + top_lq[d][None]  # (N, b) every kept prefix times this depth's best tokens
+        best = cand.flatten().topk(nodes)  # N best prefixes of length d+1
+        scores.append(best.values)
+        parents.append(best.indices // branch)
+        tokens.append(top_id[d][best.indices % branch])
+    pool = torch.stack(scores).flatten()  # (γ·N,) depth-major
+    # Stable sort: among equal scores the shallower (earlier in the pool) wins, so a parent precedes its child.
+    chosen = pool.sort(descending=True, stable=True).indices[:nodes].sort().values  # (N,) topological
+    depth, slot = chosen // nodes, chosen % nodes  # (N,) each
+    where = torch.full((gamma * nodes,), -1, dtype=torch.long, device=logq.device)
+    where = where.scatter(0, chosen, torch.arange(nodes, device=logq.device))  # pool index -> node index
+    parent_pool = (depth - 1).clamp_min(0) * nodes + torch.stack(parents).flatten()[chosen]  # (N,)
+    parent = torch.where(depth > 0, where[parent_pool], -1)
+    return torch.stack(tokens).flatten()[chosen], parent, depth, pool[chosen]
+
+
+def tree_layout(parents: torch.Tensor, depth: torch.Tensor, max_depth: int) -> Layout:
+    """The verify layout of a tree built on the device (parents (N,) in topological order, depth (N,) 0-based):
+    ancestors by walking up `max_depth` times (scatter, no host sync), one path per node."""
+    n, dev = parents.shape[0], parents.device
+    idx = torch.arange(n, device=dev)
+    anc = torch.zeros(n, n, dtype=torch.bool, device=dev)  # (N, N) [k, j]: j is k or an ancestor of k
+    paths = torch.full((n, max_depth), -1, dtype=torch.long, device=dev)  # (N, D) node of k's path at depth d
+    walk = idx
+    for _ in range(max_depth):
+        live = walk >= 0
+        at = walk.clamp_min(0)
+        anc = anc.scatter(1, at[:, None], live[:, None] | anc.gather(1, at[:, None]))
+        col = depth[at][:, None]  # (N, 1) the depth of the node reached
+        paths = paths.scatter(1, col, torch.where(live[:, None], at[:, None], paths.gather(1, col)))
+        walk = torch.where(live, parents[at], -1)
+    root = torch.ones(n + 1, 1, dtype=torch.bool, device=dev)  # every row sees the root
+    intra = torch.cat([root, torch.cat([torch.zeros(1, n, dtype=torch.bool, device=dev), anc])], 1)  # (N+1, N+1)
+    return Layout(parents, paths, intra, torch.cat([depth.new_zeros(1), depth + 1]))
+
+
+class TreeStrategy(Stateless):
+    """One diffusion pass → the `nodes` most probable prefixes → one tree verify (see the module docstring)."""
+
+    name = "tree"
+
+    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, nodes: int = 32, branch: int = 4):
+        check_gamma(gamma)
+        if nodes < 1 or branch < 1:
+            raise ConfigError(f"nodes={nodes} and branch={branch} must be >= 1; set decode.strategy.nodes / "
+                              "decode.strategy.branch")
+        self.drafter, self.gamma, self.nodes, self.branch = drafter, gamma, nodes, branch
+
+    def prepare(self, ctx: EngineContext) -> None:
+        self.device = ctx.device
+        # The engine reads the sizes (nodes, depth) once; every step brings its own tree.
+        self.layout = tree_layout(torch.full((self.nodes,), -1, dtype=torch.long, device=ctx.device),
+                                  torch.zeros(self.nodes, dtype=torch.long, device=ctx.device), self.gamma)
+
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
+
+    def draft(self, step: StepInput, sampling, generator) -> Draft:
+        canvas = torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
+        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1)  # (γ, V)
+        tokens, parents, depth, score = best_first_tree(logits.float().log_softmax(-1), self.nodes, self.branch)
+        layout = tree_layout(parents, depth, self.gamma)
+        info = {"tree_depth": depth.max().float() + 1, "tree_path_mass": score.exp().sum()}  # Σ over nodes of Π q
+        return Draft(tokens, layout, None, clamp_limit(self.gamma, step), info, fixed=True)
