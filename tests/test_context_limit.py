@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 TEXTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n"]
 K, GAMMA = 4, 6  # self_select: a trie of up to K·γ = 24 nodes
-EXTRA_ROOM = (pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(5, marks=pytest.mark.slow),
+EXTRA_ROOM = (pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow),
+              pytest.param(5, marks=pytest.mark.slow),
               pytest.param(17, marks=pytest.mark.slow), 2 * GAMMA + 3)  # the last: γ < room < K·γ, the trie must be cut
 MAX_NEW = 64  # far past every limit: the context, not max_new_tokens, ends each generation
 METHODS = {

@@ -151,7 +151,8 @@ def test_chains_layout_is_k_independent_chains():
 
 
 @pytest.mark.parametrize("samples", [pytest.param(1200, marks=pytest.mark.slow), 300])
-@pytest.mark.parametrize("kind,kwargs", [("sd_ar", dict(gamma=3)), ("specdiff", dict(gamma=4, steps=2))])
+@pytest.mark.parametrize("kind,kwargs", [pytest.param("sd_ar", dict(gamma=3), marks=pytest.mark.slow),
+                                         ("specdiff", dict(gamma=4, steps=2))])
 def test_sampled_tokens_follow_the_verifier(world, kind, kwargs, samples):
     """χ² on the joint of the first two committed tokens against p(x1)·p(x2|x1), top-k 3 on both."""
     _, verifier, tok = world

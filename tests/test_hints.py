@@ -171,6 +171,7 @@ def test_message_scan_finds_the_hints_it_checks():
     assert len(messages()) > 50
 
 
+@pytest.mark.slow  # 5-6 s: composes every hinted key; run with -m slow after changing an error message or a key
 def test_every_hinted_key_exists_in_the_composed_config():
     bad = [f"{where}: {key}{'' if value is None else '=' + value}  <- {msg[:120]}"
            for where, msg in messages() for key, value in hints(msg) if not composes(key, value)]

@@ -21,7 +21,8 @@ from specdiff2.models.transformer import Transformer
 MODES = ("eager", "padded", "graph")
 # Cache slots past max_seq_len in every decode model: a step always runs its full draft layout (fixed shapes for
 # the captured step), so near the context limit the draft nodes past the room land here. They are never committed.
-DRAFT_SLOTS = 256
+# 288 fits a 256-node tree of depth 16 (+ root and bonus); the engine refuses a layout that does not fit, in one line.
+DRAFT_SLOTS = 288
 KERNEL_MODES = ("eager", "elementwise", "block")
 
 
