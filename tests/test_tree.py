@@ -14,7 +14,7 @@ from specdiff2.decode.rules import RejectionRule, auto_rule, greedy_tree
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, tree_layout
+from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, sample_trie, tree_layout
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
@@ -52,6 +52,18 @@ def prefixes(tokens, parents):
             node = int(parents[node])
         out.append(tuple(reversed(seq)))
     return out
+
+
+def test_samples_merge_into_one_trie_of_distinct_children():
+    drafts = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]])  # (K, γ)
+    parents, depth, paths = sample_trie(drafts)
+    assert paths.tolist() == [[0, 1, 2], [0, 1, 5], [0, 7, 8], [0, 1, 2]]  # twins share nodes
+    assert parents.tolist() == [-1, 0, 1, -1, 0, 1, -1, 0, 7, -1, 0, 1]
+    children = {}
+    for row, tokens in zip(paths.tolist(), drafts.tolist()):
+        for d, node in enumerate(row):
+            children.setdefault(row[d - 1] if d else -1, {}).setdefault(tokens[d], set()).add(node)
+    assert all(len(nodes) == 1 for kids in children.values() for nodes in kids.values())  # one node per token
 
 
 def test_the_tree_is_the_most_probable_prefixes():
@@ -100,9 +112,10 @@ def test_sampled_match_has_the_verifier_law_for_any_fixed_tree():
         torch.testing.assert_close(law, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("nodes", [1, 8, 24])
-def test_greedy_output_equals_verifier_greedy(world, greedy_reference, nodes):
-    eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=6, nodes=nodes, branch=3),
+@pytest.mark.parametrize("kwargs", [dict(nodes=1), dict(nodes=8), dict(nodes=24),
+                                    dict(source="samples", k=3, drafter_temperature=1.5)])
+def test_greedy_output_equals_verifier_greedy(world, greedy_reference, kwargs):
+    eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=6, branch=3, **kwargs),
                        auto_rule(0.0), SamplingParams())
     for p, ref in greedy_reference.items():
         gen = eng.generate(list(p), 24)
@@ -120,14 +133,16 @@ def test_the_context_limit_keeps_greedy_output(world, greedy_reference):
         assert gen.token_ids == greedy_reference[tuple(prompt)][: len(gen.token_ids)] and len(gen.token_ids) == room
 
 
-@pytest.mark.parametrize("kind", ["tree", "specdiff_argmax"])
+@pytest.mark.parametrize("kind", ["tree", "samples_trie", "specdiff_argmax"])
 def test_sampled_tokens_follow_the_verifier(world, kind):
     """Engine χ² at T = 1, top-k 3 on the first two tokens: deterministic candidates (a tree, or specdiff's argmax
     proposals) verified by sampled matching."""
     _, verifier, tok, prompts = world
     params = SamplingParams(1.0, 3)
-    strategy = (TreeStrategy(drafter(world), gamma=3, nodes=8, branch=3) if kind == "tree"
-                else SpecDiffStrategy(drafter(world), gamma=3, proposal="argmax"))
+    strategy = {"tree": lambda: TreeStrategy(drafter(world), gamma=3, nodes=8, branch=3),
+                "samples_trie": lambda: TreeStrategy(drafter(world), gamma=3, source="samples", k=3,
+                                                     drafter_temperature=1.5, drafter_top_k=3),
+                "specdiff_argmax": lambda: SpecDiffStrategy(drafter(world), gamma=3, proposal="argmax")}[kind]()
     eng = DecodeEngine(verifier, tok, strategy, RejectionRule(), params)
     prompt = prompts[1]
     cells, law = first_two_law(verifier.model, params, prompt)
@@ -143,13 +158,15 @@ def test_sampled_tokens_follow_the_verifier(world, kind):
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_a_tree_step_never_syncs_with_the_host(world, temperature):
-    eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=4, nodes=12), auto_rule(temperature),
-                       SamplingParams(temperature))
-    assert engine_step_syncs(eng, world[3][0]) == []
+    for kwargs in (dict(nodes=12), dict(source="samples", k=3)):
+        eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=4, **kwargs),
+                           auto_rule(temperature), SamplingParams(temperature))
+        assert engine_step_syncs(eng, world[3][0]) == []
 
 
 def test_bad_inputs_give_one_line_errors():
     for fn, needle in [(lambda: TreeStrategy(None, nodes=0), "nodes=0"), (lambda: TreeStrategy(None, gamma=0), "gamma"),
+                       (lambda: TreeStrategy(None, source="beam"), "source='beam'"),
                        (lambda: SpecDiffStrategy(None, proposal="best"), "proposal")]:
         with pytest.raises(SpecDiffError) as err:
             fn()

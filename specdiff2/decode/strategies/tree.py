@@ -6,9 +6,13 @@ budget reaches (a child never scores above its parent, so the set is prefix-clos
 It is built on the device at fixed shapes: per depth the `nodes` best prefixes from the previous depth's best times
 each position's top-`branch` tokens, then the global best `nodes` over all depths.
 
-The candidates are deterministic (fixed before the verifier's p is seen), so temperature > 0 verifies them by
-`rules.sampled_match` (draw from p at each node, follow the matching child): lossless, no q. Temperature 0 takes the
-longest greedy path. The node budget and depth are fixed before anything is drawn, also near the context limit.
+source="samples": the tree is instead self-selection's K draws from the (warped) marginals merged into one trie
+(twins share their nodes; the K·γ slots are verified whatever the overlap, so shapes stay fixed).
+
+Either way the candidates are fixed before the verifier's p is seen, so temperature > 0 verifies them by
+`rules.sampled_match` (draw from p at each node, follow the matching child): lossless, no q, for any candidate set.
+Temperature 0 takes the longest greedy path. The node budget and depth are fixed before anything is drawn, also near
+the context limit.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.acceptance import warp_probs
 from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
+from specdiff2.decode.strategies.self_select import draft_stats, sample_drafts
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
@@ -50,10 +56,23 @@ def best_first_tree(logq: torch.Tensor, nodes: int, branch: int):
     return torch.stack(tokens).flatten()[chosen], parent, depth, pool[chosen]
 
 
-def tree_layout(parents: torch.Tensor, depth: torch.Tensor, max_depth: int) -> Layout:
+def sample_trie(drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K drafts (K, γ) as one trie over K·γ slots (node k·γ + d): a node's canonical twin is the same depth of the
+    first draft sharing its prefix. Returns parents (K·γ,), depth (K·γ,), paths (K, γ) through canonical nodes."""
+    k, gamma = drafts.shape
+    same = (drafts[:, None] == drafts[None]).long().cumprod(-1)  # (K, K, γ) [j, k, d]: j, k agree through d
+    first = same.argmax(0)  # (K, γ) first such j (k itself at worst)
+    d = torch.arange(gamma, device=drafts.device)
+    paths = first * gamma + d[None]  # (K, γ) canonical node of each draft's depth-d token
+    parents = torch.where(d[None] > 0, torch.roll(paths, 1, dims=1), -1).flatten()  # (K·γ,) canonical parents
+    return parents, d.repeat(k), paths
+
+
+def tree_layout(parents: torch.Tensor, depth: torch.Tensor, max_depth: int, paths: torch.Tensor | None = None) -> Layout:
     """The verify layout of a tree built on the device (parents (N,) in topological order, depth (N,) 0-based):
-    ancestors by walking up `max_depth` times (scatter, no host sync), one path per node."""
-    n, dev = parents.shape[0], parents.device
+    ancestors by walking up `max_depth` times (scatter, no host sync); `paths` (K, D) the root-to-node paths the
+    rules walk (default: one per node)."""
+    given, n, dev = paths, parents.shape[0], parents.device
     idx = torch.arange(n, device=dev)
     anc = torch.zeros(n, n, dtype=torch.bool, device=dev)  # (N, N) [k, j]: j is k or an ancestor of k
     paths = torch.full((n, max_depth), -1, dtype=torch.long, device=dev)  # (N, D) node of k's path at depth d
@@ -67,7 +86,10 @@ def tree_layout(parents: torch.Tensor, depth: torch.Tensor, max_depth: int) -> L
         walk = torch.where(live, parents[at], -1)
     root = torch.ones(n + 1, 1, dtype=torch.bool, device=dev)  # every row sees the root
     intra = torch.cat([root, torch.cat([torch.zeros(1, n, dtype=torch.bool, device=dev), anc])], 1)  # (N+1, N+1)
-    return Layout(parents, paths, intra, torch.cat([depth.new_zeros(1), depth + 1]))
+    return Layout(parents, paths if given is None else given, intra, torch.cat([depth.new_zeros(1), depth + 1]))
+
+
+SOURCES = ("best_first", "samples")
 
 
 class TreeStrategy(Stateless):
@@ -75,12 +97,17 @@ class TreeStrategy(Stateless):
 
     name = "tree"
 
-    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, nodes: int = 32, branch: int = 4):
+    def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, nodes: int = 32, branch: int = 4,
+                 source: str = "best_first", k: int = 4, drafter_temperature: float = 1.0, drafter_top_k: int = 0):
         check_gamma(gamma)
-        if nodes < 1 or branch < 1:
-            raise ConfigError(f"nodes={nodes} and branch={branch} must be >= 1; set decode.strategy.nodes / "
-                              "decode.strategy.branch")
-        self.drafter, self.gamma, self.nodes, self.branch = drafter, gamma, nodes, branch
+        if nodes < 1 or branch < 1 or k < 1:
+            raise ConfigError(f"nodes={nodes}, branch={branch} and k={k} must be >= 1; set decode.strategy.nodes / "
+                              "decode.strategy.branch / decode.strategy.k")
+        if source not in SOURCES:
+            raise ConfigError(f"decode.strategy.source={source!r} is unknown; use one of {SOURCES}")
+        self.drafter, self.gamma, self.branch, self.source = drafter, gamma, branch, source
+        self.nodes = nodes if source == "best_first" else k * gamma
+        self.k, self.drafter_temperature, self.drafter_top_k = k, drafter_temperature, drafter_top_k
 
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
@@ -94,7 +121,14 @@ class TreeStrategy(Stateless):
     def draft(self, step: StepInput, sampling, generator) -> Draft:
         canvas = torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
         logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1)  # (γ, V)
+        limit = clamp_limit(self.gamma, step)
+        if self.source == "samples":
+            q_probs = warp_probs(logits, self.drafter_temperature, self.drafter_top_k)  # (γ, V)
+            drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
+            parents, depth, paths = sample_trie(drafts)
+            return Draft(drafts.flatten(), tree_layout(parents, depth, self.gamma, paths), None, limit,
+                         draft_stats(drafts), fixed=True)
         tokens, parents, depth, score = best_first_tree(logits.float().log_softmax(-1), self.nodes, self.branch)
         layout = tree_layout(parents, depth, self.gamma)
         info = {"tree_depth": depth.max().float() + 1, "tree_path_mass": score.exp().sum()}  # Σ over nodes of Π q
-        return Draft(tokens, layout, None, clamp_limit(self.gamma, step), info, fixed=True)
+        return Draft(tokens, layout, None, limit, info, fixed=True)
