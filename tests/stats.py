@@ -57,3 +57,14 @@ def first_two_law(model, params, prompt: list[int]) -> tuple[list[tuple[int, int
                  for b, pb in enumerate(p_next(prompt + [a])) if pb > 0}
     cells = sorted(joint)
     return cells, torch.tensor([joint[c] for c in cells], dtype=torch.float64)
+
+
+def first_two_counts(engine, prompt: list[int], cells, samples: int, max_new: int = 2):
+    """Counts over `cells` of the first two generated tokens in `samples` seeded runs, and the generations."""
+    counts = torch.zeros(len(cells), dtype=torch.float64)
+    gens = []
+    for seed in range(samples):
+        gen = engine.generate(prompt, max_new, seed=seed)
+        counts[cells.index(tuple(gen.token_ids[:2]))] += 1
+        gens.append(gen)
+    return counts, gens

@@ -18,7 +18,7 @@ from specdiff2.decode.strategies.base import StepInput
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits, first_two_law
+from tests.stats import chi2_fits, first_two_counts, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KV_LEN = 64  # the static cache bucket of the hand-driven steps below
@@ -238,13 +238,8 @@ def test_sampled_tokens_follow_the_verifier(world, proxy_of, drafter_of, cps_sam
     eng = DecodeEngine(verifier, tok, s, RejectionRule(), params)
     prompt = encoded(tok, 1)
     cells, law = first_two_law(verifier.model, params, prompt)
-    counts = torch.zeros(len(cells), dtype=torch.float64)
-    accepted = 0
-    for seed in range(200):
-        gen = eng.generate(prompt, 3, seed=seed)
-        counts[cells.index(tuple(gen.token_ids[:2]))] += 1
-        accepted += gen.steps[0][0]
-    assert accepted > 0  # drafts were accepted: the test exercises the draft, not only the bonus token
+    counts, gens = first_two_counts(eng, prompt, cells, 200, max_new=3)
+    assert sum(g.steps[0][0] for g in gens) > 0  # drafts were accepted: the test exercises the draft, not only the bonus token
     assert chi2_fits(counts, law)
 
 

@@ -34,7 +34,7 @@ from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits, first_two_law
+from tests.stats import chi2_fits, first_two_counts, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -160,10 +160,7 @@ def test_sampled_tokens_follow_the_verifier(world, kind, kwargs, samples):
     eng = DecodeEngine(verifier, tok, make(world, kind, kwargs), RejectionRule(), params, seed=0)
     prompt = prompts(tok, 1)[0]
     cells, law = first_two_law(verifier.model, params, prompt)
-    counts = torch.zeros(len(cells), dtype=torch.float64)
-    for s in range(samples):
-        out = eng.generate(prompt, 2, seed=s).token_ids
-        counts[cells.index(tuple(out[:2]))] += 1
+    counts, _ = first_two_counts(eng, prompt, cells, samples)
     assert chi2_fits(counts, law)
 
 

@@ -27,7 +27,7 @@ from specdiff2.decode.strategies.base import StepInput
 from specdiff2.decode.strategies.self_select import SelfSelectStrategy, draft_stats, sample_drafts
 from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.refs import CheckpointRef
-from tests.stats import chi2_fits, first_two_law
+from tests.stats import chi2_fits, first_two_counts, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
@@ -158,12 +158,8 @@ def test_sampled_tokens_follow_the_verifier(world, samples):
     eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
     prompt = prompts[1]  # a context where the hot top-3 drafts differ (after `return` they mostly coincide)
     cells, law = first_two_law(verifier.model, params, prompt)
-    counts = torch.zeros(len(cells), dtype=torch.float64)
-    branched = 0
-    for s in range(samples):
-        gen = eng.generate(prompt, 3, seed=s)
-        counts[cells.index(tuple(gen.token_ids[:2]))] += 1
-        branched += gen.metrics["mean_tree_size"] > 2  # some step had more nodes than a γ=2 chain
+    counts, gens = first_two_counts(eng, prompt, cells, samples, max_new=3)
+    branched = sum(g.metrics["mean_tree_size"] > 2 for g in gens)  # some step had more nodes than a γ=2 chain
     assert branched > samples // 2  # most runs verified real trees, not chains
     assert chi2_fits(counts, law)
 
@@ -294,11 +290,8 @@ def test_sampled_tokens_follow_the_verifier_at_the_context_limit(world, samples)
     strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=2.0, drafter_top_k=2)
     eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
     cells, law = first_two_law(verifier.model, params, prompt)
-    counts = torch.zeros(len(cells), dtype=torch.float64)
-    for s in range(samples):
-        out = eng.generate(prompt, 8, seed=s).token_ids
-        assert len(out) <= 3
-        counts[cells.index(tuple(out[:2]))] += 1
+    counts, gens = first_two_counts(eng, prompt, cells, samples, max_new=8)
+    assert all(len(g.token_ids) <= 3 for g in gens)
     assert chi2_fits(counts, law)
 
 

@@ -18,7 +18,7 @@ from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, samp
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits, first_two_law
+from tests.stats import chi2_fits, first_two_counts, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -146,13 +146,8 @@ def test_sampled_tokens_follow_the_verifier(world, kind):
     eng = DecodeEngine(verifier, tok, strategy, RejectionRule(), params)
     prompt = prompts[1]
     cells, law = first_two_law(verifier.model, params, prompt)
-    counts = torch.zeros(len(cells), dtype=torch.float64)
-    accepted = 0
-    for s in range(300):
-        gen = eng.generate(prompt, 2, seed=s)
-        counts[cells.index(tuple(gen.token_ids[:2]))] += 1
-        accepted += gen.steps[0][0] > 0
-    assert accepted > 30  # drafts are accepted, not only corrections
+    counts, gens = first_two_counts(eng, prompt, cells, 300)
+    assert sum(g.steps[0][0] > 0 for g in gens) > 30  # drafts are accepted, not only corrections
     assert chi2_fits(counts, law)
 
 
