@@ -133,7 +133,8 @@ def test_the_context_limit_keeps_greedy_output(world, greedy_reference):
         assert gen.token_ids == greedy_reference[tuple(prompt)][: len(gen.token_ids)] and len(gen.token_ids) == room
 
 
-@pytest.mark.parametrize("kind", ["tree", "samples_trie", "specdiff_argmax"])
+@pytest.mark.parametrize("kind", ["tree", pytest.param("samples_trie", marks=pytest.mark.slow),
+                                  pytest.param("specdiff_argmax", marks=pytest.mark.slow)])  # same rule; suite time
 def test_sampled_tokens_follow_the_verifier(world, kind):
     """Engine χ² at T = 1, top-k 3 on the first two tokens: deterministic candidates (a tree, or specdiff's argmax
     proposals) verified by sampled matching."""
