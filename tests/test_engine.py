@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from specdiff2.bench.common import compose, engine_from_config
+from specdiff2.bench.common import ROOT, compose, engine_from_config
 from specdiff2.cli import _user_error
 from specdiff2.decode.diffuspec.ngram import NGramModel
 from specdiff2.decode.diffuspec.proxies import NGramProxy
@@ -242,9 +242,13 @@ def _tiny_overrides(w) -> list[str]:
             f"ar_drafter.path={w.ar_drafter}", "ar_drafter.pocket=false", "max_seq_len=128", "device=cpu"]
 
 
-@pytest.mark.parametrize("method", ["ar", "sd_ar", "specdiff", "tiny", "self_select", "diffuspec", "tree"])
+DECODE_OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "decode").glob("*.yaml"))  # a new strategy YAML is tested
+
+
+@pytest.mark.parametrize("method", DECODE_OPTIONS)
 def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_reference, method, tmp_path):
-    """conf/decode/<method> + conf/acceptance: the factory builds the models, the strategy receives them."""
+    """Every conf/decode option + its conf/acceptance default: the factory builds the models, the strategy receives
+    them, and the output is the verifier's greedy output."""
     w = world[0]
     extra = ["decode/proxy@decode.models.proxy=ngram", f"decode.models.proxy.source={w.tokens}",
              f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
