@@ -320,6 +320,10 @@ def one_line_errors():
     """Turn bad-input errors into one line on stderr and exit status 2 (inside the Hydra task)."""
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C outside the loops that keep partial results (loading, building a world)
+        print("error: interrupted (Ctrl-C); files written before it stay (a killed train.py continues with "
+              "resume=RUN_DIR)", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as err:
         user = _user_error(err)
         if user is None:

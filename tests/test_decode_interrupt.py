@@ -44,3 +44,13 @@ def test_ctrl_c_keeps_finished_prompts_and_writes_their_summary(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["interrupted"] and summary["prompts"] == 2 and summary["prompts_requested"] == 5
     assert summary["accept_hist"] == [0, 2]
+
+
+def test_ctrl_c_while_loading_is_one_line(capsys):
+    from specdiff2.cli import one_line_errors
+
+    with pytest.raises(SystemExit) as stop:
+        with one_line_errors():
+            raise KeyboardInterrupt
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and err.startswith("error: interrupted (Ctrl-C)") and err.count("\n") == 1
