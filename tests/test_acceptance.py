@@ -14,8 +14,8 @@ from specdiff2.decode.acceptance import (
     multi_draft_output_probs,
     rejection_accept,
     residual_probs,
-    warp_probs,
 )
+from specdiff2.decode.sampling import warp_probs
 from specdiff2.errors import ConfigError
 from tests.stats import chi2_fits, chi2_stat
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.acceptance import warp_probs
+from specdiff2.decode.sampling import warp_probs
 from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
 from specdiff2.decode.strategies.self_select import draft_stats, sample_drafts
 from specdiff2.errors import ConfigError
