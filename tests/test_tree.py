@@ -167,3 +167,17 @@ def test_bad_inputs_give_one_line_errors():
         with pytest.raises(SpecDiffError) as err:
             fn()
         assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_small_tree_with_an_exact_cache_drafter_sees_every_committed_token(world, greedy_reference):
+    """nodes < depth with a re-encoding (cache=exact) drafter: the live-cache bucket must still hold the whole
+    context plus the window, or the drafter would silently drop committed tokens (greedy output stays exact either
+    way, so compare the drafter's q with a fresh pass)."""
+    w, verifier, tok, prompts = world
+    strategy = TreeStrategy(load_diffusion_drafter(CheckpointRef("drafter", str(w.drafter), logit_shift=True),
+                                                   engine_context(verifier, tok), "exact"), gamma=6, nodes=2)
+    eng = DecodeEngine(verifier, tok, strategy, auto_rule(0.0), SamplingParams(), kv_step=8)
+    for length in range(7, 40):
+        kv = eng._bucket(length)
+        assert kv - strategy.gamma >= length and kv <= verifier.cache_len
+    assert eng.generate(list(prompts[0]), 24).token_ids == greedy_reference[tuple(prompts[0])]

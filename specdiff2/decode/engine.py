@@ -150,7 +150,8 @@ class DecodeEngine:
                     return
 
     def _bucket(self, bound: int) -> int:
-        need = max(bound, self.depth + 1) + self.layout.nodes + 1
+        # Verify writes nodes past the root; a drafter window writes depth slots past the committed (or recent) ones.
+        need = max(bound, self.depth + 1) + max(self.layout.nodes, self.depth) + 1
         return min(self.verifier.cache_len, -(-need // self.kv_step) * self.kv_step)
 
     def _flags(self, step: int):
