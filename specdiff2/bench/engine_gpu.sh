@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One GPU, one call's worth (~10 min on an H200), run from the project root; what issue 21's closing note measured:
+#   STAGES="world speed check real" OUT=/tmp/engine bash specdiff2/bench/engine_gpu.sh
+# world: a GPU pocket world trained for fewer steps (speed tables, not claims: ~2.6 min on an H200) under $WORLD_DIR;
+#        keep it under /tmp: a path the device tool carries is replaced on every call.
+# speed: engine_speed (HF dynamic / static / assisted vs every engine method; wall vs GPU-busy per step, profiler).
+# check: step_check on the tests' random checkpoints (graph vs eager tokens, fp32/bf16/T=1/context limit).
+# real:  the Qwen2.5-7B-shape verify step against its bandwidth floor.
+# OLD=DIR adds "speed" for another checkout (e.g. `git archive REV | tar -x -C DIR`) on the same world: before/after.
+# Never re-send DIR with a later call while this runs (the tool replaces carried paths under a running job).
+set -uo pipefail
+OUT=${OUT:-/tmp/engine}; WORLD_DIR=${WORLD_DIR:-/tmp/pocket/gpu}; STAGES=${STAGES:-"world speed check real"}
+DATA=${DATA_DIR:-$PWD/.shared_data}
+W="pocket=gpu paths.pocket_dir=$WORLD_DIR pocket.verifier.steps=${VERIFIER_STEPS:-600} pocket.drafter.steps=400
+   pocket.ar_drafter.steps=400"
+D="paths.data_dir=$DATA verifier.dtype=bfloat16 drafter.dtype=bfloat16 ar_drafter.dtype=bfloat16"
+SPEED="--sets ${SETS:-humaneval} --prompts ${PROMPTS:-4} --max-new-tokens ${MAX_NEW:-200}"
+mkdir -p "$OUT"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+if has world; then
+  python3 - $W <<'PY' > "$OUT/world.log" 2>&1
+import sys
+from hydra.utils import instantiate
+from specdiff2.bench.common import compose
+from specdiff2.pocket.world import ensure_pocket_world
+cfg = compose("decode", sys.argv[1:])
+ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
+PY
+  tail -2 "$OUT/world.log"
+fi
+if has speed; then
+  python3 -m specdiff2.bench.engine_speed $W $D $SPEED --profile --out "$OUT/new" > "$OUT/speed.log" 2>&1
+  if [[ -n "${OLD:-}" ]]; then
+    (cd "$OLD" && PYTHONPATH="$OLD:${PYTHONPATH:-}" python3 -m specdiff2.bench.engine_speed $W $D $SPEED \
+      --out "$OUT/old" > "$OUT/speed_old.log" 2>&1)
+  fi
+fi
+if has check; then
+  python3 -m specdiff2.bench.step_check device=cuda --random-world /tmp/random_world > "$OUT/check.log" 2>&1
+fi
+if has real; then
+  python3 -m specdiff2.bench.real_shapes --modes graph+block-compiled > "$OUT/real.log" 2>&1
+fi
+grep -h "│\|method |\|^decode=" "$OUT"/*.log 2>/dev/null | tail -60
