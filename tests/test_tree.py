@@ -14,8 +14,9 @@ from specdiff2.decode.rules import RejectionRule, auto_rule, greedy_tree
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, sample_trie, tree_layout
+from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, sample_trie
 from specdiff2.errors import SpecDiffError
+from specdiff2.models.masks import tree_ancestors
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
 from tests.stats import chi2_fits, first_two_counts, first_two_law
@@ -80,8 +81,9 @@ def test_the_tree_is_the_most_probable_prefixes():
         pre = prefixes(tokens, parents)
         assert len(set(pre)) == n and all(len(p) == d + 1 for p, d in zip(pre, depth.tolist()))
         assert (parents < torch.arange(n)).all()  # topological order
-        layout = tree_layout(parents, depth, 3)
-        assert torch.equal(layout.intra, Layout.tree(parents, layout.paths).intra)
+        layout = Layout.tree(parents, depth, 3)
+        full = torch.cat([parents.new_full((1,), -1), torch.where(parents >= 0, parents + 1, 0)])  # root = row 0
+        assert torch.equal(layout.intra, tree_ancestors(full))  # the walk equals the ancestor closure
 
 
 V = 3
@@ -97,7 +99,7 @@ def test_sampled_match_has_the_verifier_law_for_any_fixed_tree():
     for tokens, parents in [([0, 1, 2, 0], [-1, -1, 0, 0]), ([1, 1, 0], [-1, 0, 1]), ([2, 0, 1], [-1, -1, -1])]:
         tokens, parents = torch.tensor(tokens), torch.tensor(parents)
         depth = torch.tensor([len(p) - 1 for p in prefixes(tokens, parents)])
-        draft = Draft(tokens, tree_layout(parents, depth, 3), None, torch.tensor(3), fixed=True)
+        draft = Draft(tokens, Layout.tree(parents, depth, 3), None, torch.tensor(3), fixed=True)
         rows = [()] + prefixes(tokens, parents)  # the prefix each verified row conditions on
         law = torch.zeros(V, V, dtype=torch.float64)
         for draws in itertools.product(range(V), repeat=len(rows)):

@@ -22,8 +22,8 @@ def logits_diffs(dtype, kernels: str = "eager") -> float:
     """Worst |logits| difference, graph vs eager, over chain and tree verify blocks at several prefixes."""
     model = random_model("pocket", dtype=dtype)
     ids = torch.randint(0, 8192, (1024,), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    layout = Layout.tree(torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda"),
-                         torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda"))
+    layout = Layout.tree(torch.tensor([-1, 0, 0, 1, -1, 4], device="cuda"), torch.tensor([0, 1, 1, 2, 0, 1], device="cuda"),
+                         3, torch.tensor([[0, 1, 3], [0, 2, -1], [4, 5, -1]], device="cuda"))
     outs = {}
     for mode in ("eager", "graph"):
         v = Verifier(model, 1024, mode, kernels if mode == "graph" else "eager")

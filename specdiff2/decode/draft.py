@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from specdiff2.models.masks import tree_ancestors
-
 
 def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x[index] along dim 0 for a 0-d device index. Plain `x[index]` calls .item() on it: a host sync, which a
@@ -61,14 +59,28 @@ class Layout:
         parents = torch.where(d > 0, d - 1, -1)[None] + torch.arange(k, device=device)[:, None] * gamma  # (K, γ)
         parents = torch.where(d[None] > 0, parents, -1).flatten()  # (K·γ,)
         paths = torch.arange(k * gamma, device=device).view(k, gamma)  # (K, γ)
-        return cls.tree(parents, paths)
+        return cls.tree(parents, d.repeat(k), gamma, paths)
 
     @classmethod
-    def tree(cls, parents: torch.Tensor, paths: torch.Tensor) -> "Layout":
-        """A general tree (topological order), built once on the host side of start-up."""
-        full = torch.cat([parents.new_full((1,), -1), torch.where(parents >= 0, parents + 1, 0)])  # (N+1,)
-        intra = tree_ancestors(full)  # (N+1, N+1)
-        return cls(parents, paths, intra, intra.sum(1) - 1)
+    def tree(cls, parents: torch.Tensor, depth: torch.Tensor, max_depth: int,
+             paths: torch.Tensor | None = None) -> "Layout":
+        """A tree in topological order (parents (N,), depth (N,) 0-based), built without a host sync, so a captured
+        step may build its own: ancestors by walking up `max_depth` times (scatter); `paths` (K, D) the root-to-node
+        paths the rules walk (default: one per node)."""
+        given, n, dev = paths, parents.shape[0], parents.device
+        anc = torch.zeros(n, n, dtype=torch.bool, device=dev)  # (N, N) [k, j]: j is k or an ancestor of k
+        paths = torch.full((n, max_depth), -1, dtype=torch.long, device=dev)  # (N, D) node of k's path at depth d
+        walk = torch.arange(n, device=dev)
+        for _ in range(max_depth):
+            live = walk >= 0
+            at = walk.clamp_min(0)
+            anc = anc.scatter(1, at[:, None], live[:, None] | anc.gather(1, at[:, None]))
+            col = depth[at][:, None]  # (N, 1) the depth of the node reached
+            paths = paths.scatter(1, col, torch.where(live[:, None], at[:, None], paths.gather(1, col)))
+            walk = torch.where(live, parents[at], -1)
+        root = torch.ones(n + 1, 1, dtype=torch.bool, device=dev)  # every row sees the root
+        intra = torch.cat([root, torch.cat([torch.zeros(1, n, dtype=torch.bool, device=dev), anc])], 1)  # (N+1, N+1)
+        return cls(parents, paths if given is None else given, intra, torch.cat([depth.new_zeros(1), depth + 1]))
 
 
 @dataclass

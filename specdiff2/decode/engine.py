@@ -74,6 +74,9 @@ class DecodeEngine:
         self.graphs = {} if runner.mode == "graph" and getattr(strategy, "capturable", True) else None
         self.pool = torch.cuda.graph_pool_handle() if self.graphs is not None else None
         self.sync_lag = 1 if self.device.type == "cuda" else 0
+        # sync_lag + 2 pinned slots for the stop flags: a slot is reused only after its event was waited on.
+        self._ring = [(torch.cuda.Event(), torch.empty(3, dtype=torch.long, pin_memory=True))
+                      for _ in range(self.sync_lag + 2)] if self.device.type == "cuda" else []
 
     # --- one step, device code only -------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class DecodeEngine:
         out = st.seq[n_prompt:length].tolist()
         wall = time.perf_counter() - t0
         summary = self.stats.summary(wall, timer.totals())
-        return Generation(out, self._stop_reason(out, max_new_tokens, length, cap), summary, self.stats.steps_trace)
+        return Generation(out, self._stop_reason(out, max_new_tokens), summary, self.stats.steps_trace)
 
     def _loop(self, n_prompt: int, max_new: int, timer: PhaseTimer) -> None:
         grow = self.depth + 1  # the most one step commits
@@ -158,9 +161,6 @@ class DecodeEngine:
         """Queue a copy of (done, length, n_new) to pinned memory; returns (step, event, buffer) to read later."""
         if self.device.type != "cuda":
             return step, None, self.state.flags
-        if not hasattr(self, "_ring"):  # sync_lag + 2 slots: a slot is reused only after its event was waited on
-            self._ring = [(torch.cuda.Event(), torch.empty(3, dtype=torch.long, pin_memory=True))
-                          for _ in range(self.sync_lag + 2)]
         event, pinned = self._ring[step % len(self._ring)]
         pinned.copy_(self.state.flags, non_blocking=True)
         event.record()
@@ -218,7 +218,7 @@ class DecodeEngine:
                               "raise max_seq_len (up to the model's context) or shorten the prompt")
         return n_prompt, cap
 
-    def _stop_reason(self, out: list[int], max_new: int, length: int, cap: int) -> str:
+    def _stop_reason(self, out: list[int], max_new: int) -> str:
         if out and out[-1] in self.eos_ids:
             return "eos"
         if len(out) >= max_new:

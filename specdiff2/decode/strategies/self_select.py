@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from specdiff2.decode.sampling import sample_probs, warp_probs
 from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.sampling import sample_probs, warp_probs
 from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
@@ -34,12 +34,16 @@ def sample_drafts(q_probs: torch.Tensor, k: int, generator) -> torch.Tensor:
     return sample_probs(q_probs.unsqueeze(0).expand(k, -1, -1), generator)  # (K, γ)
 
 
+def first_twins(drafts: torch.Tensor) -> torch.Tensor:
+    """(K, γ): the first draft agreeing with draft k on its first d+1 tokens (k itself when none before it)."""
+    same = (drafts[:, None] == drafts[None]).long().cumprod(-1)  # (K, K, γ) [j, k, d]: j, k agree through d
+    return same.argmax(0)  # first maximal j
+
+
 def draft_stats(drafts: torch.Tensor) -> dict[str, torch.Tensor]:
     """drafts, distinct drafts and the size of the trie they would make (distinct prefixes), on the device."""
     k = drafts.shape[0]
-    same_prefix = (drafts[:, None] == drafts[None]).long().cumprod(-1).bool()  # (K, K, γ) j, k agree up to d
-    earlier = torch.ones(k, k, dtype=torch.bool, device=drafts.device).tril(-1)  # (K, K) [k, j]: j < k
-    new_node = ~(same_prefix.transpose(0, 1) & earlier[..., None]).any(1)  # (K, γ) no earlier twin up to d
+    new_node = first_twins(drafts) == torch.arange(k, device=drafts.device)[:, None]  # (K, γ) no earlier twin
     return {"drafts": float(k), "distinct_drafts": new_node[:, -1].sum().float(), "tree_size": new_node.sum().float()}
 
 

@@ -22,7 +22,7 @@ import torch
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.sampling import warp_probs
 from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
-from specdiff2.decode.strategies.self_select import draft_stats, sample_drafts
+from specdiff2.decode.strategies.self_select import draft_stats, first_twins, sample_drafts
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
@@ -48,7 +48,7 @@ def best_first_tree(logq: torch.Tensor, nodes: int, branch: int):
     pool = torch.stack(scores).flatten()  # (γ·N,) depth-major
     # Stable sort: among equal scores the shallower (earlier in the pool) wins, so a parent precedes its child.
     chosen = pool.sort(descending=True, stable=True).indices[:nodes].sort().values  # (N,) topological
-    depth, slot = chosen // nodes, chosen % nodes  # (N,) each
+    depth = chosen // nodes  # (N,)
     where = torch.full((gamma * nodes,), -1, dtype=torch.long, device=logq.device)
     where = where.scatter(0, chosen, torch.arange(nodes, device=logq.device))  # pool index -> node index
     parent_pool = (depth - 1).clamp_min(0) * nodes + torch.stack(parents).flatten()[chosen]  # (N,)
@@ -60,33 +60,10 @@ def sample_trie(drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     """K drafts (K, γ) as one trie over K·γ slots (node k·γ + d): a node's canonical twin is the same depth of the
     first draft sharing its prefix. Returns parents (K·γ,), depth (K·γ,), paths (K, γ) through canonical nodes."""
     k, gamma = drafts.shape
-    same = (drafts[:, None] == drafts[None]).long().cumprod(-1)  # (K, K, γ) [j, k, d]: j, k agree through d
-    first = same.argmax(0)  # (K, γ) first such j (k itself at worst)
     d = torch.arange(gamma, device=drafts.device)
-    paths = first * gamma + d[None]  # (K, γ) canonical node of each draft's depth-d token
+    paths = first_twins(drafts) * gamma + d[None]  # (K, γ) canonical node of each draft's depth-d token
     parents = torch.where(d[None] > 0, torch.roll(paths, 1, dims=1), -1).flatten()  # (K·γ,) canonical parents
     return parents, d.repeat(k), paths
-
-
-def tree_layout(parents: torch.Tensor, depth: torch.Tensor, max_depth: int, paths: torch.Tensor | None = None) -> Layout:
-    """The verify layout of a tree built on the device (parents (N,) in topological order, depth (N,) 0-based):
-    ancestors by walking up `max_depth` times (scatter, no host sync); `paths` (K, D) the root-to-node paths the
-    rules walk (default: one per node)."""
-    given, n, dev = paths, parents.shape[0], parents.device
-    idx = torch.arange(n, device=dev)
-    anc = torch.zeros(n, n, dtype=torch.bool, device=dev)  # (N, N) [k, j]: j is k or an ancestor of k
-    paths = torch.full((n, max_depth), -1, dtype=torch.long, device=dev)  # (N, D) node of k's path at depth d
-    walk = idx
-    for _ in range(max_depth):
-        live = walk >= 0
-        at = walk.clamp_min(0)
-        anc = anc.scatter(1, at[:, None], live[:, None] | anc.gather(1, at[:, None]))
-        col = depth[at][:, None]  # (N, 1) the depth of the node reached
-        paths = paths.scatter(1, col, torch.where(live[:, None], at[:, None], paths.gather(1, col)))
-        walk = torch.where(live, parents[at], -1)
-    root = torch.ones(n + 1, 1, dtype=torch.bool, device=dev)  # every row sees the root
-    intra = torch.cat([root, torch.cat([torch.zeros(1, n, dtype=torch.bool, device=dev), anc])], 1)  # (N+1, N+1)
-    return Layout(parents, paths if given is None else given, intra, torch.cat([depth.new_zeros(1), depth + 1]))
 
 
 SOURCES = ("best_first", "samples")
@@ -112,7 +89,7 @@ class TreeStrategy(Stateless):
     def prepare(self, ctx: EngineContext) -> None:
         self.device = ctx.device
         # The engine reads the sizes (nodes, depth) once; every step brings its own tree.
-        self.layout = tree_layout(torch.full((self.nodes,), -1, dtype=torch.long, device=ctx.device),
+        self.layout = Layout.tree(torch.full((self.nodes,), -1, dtype=torch.long, device=ctx.device),
                                   torch.zeros(self.nodes, dtype=torch.long, device=ctx.device), self.gamma)
 
     def reset(self, prompt: torch.Tensor) -> None:
@@ -126,9 +103,9 @@ class TreeStrategy(Stateless):
             q_probs = warp_probs(logits, self.drafter_temperature, self.drafter_top_k)  # (γ, V)
             drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
             parents, depth, paths = sample_trie(drafts)
-            return Draft(drafts.flatten(), tree_layout(parents, depth, self.gamma, paths), None, limit,
+            return Draft(drafts.flatten(), Layout.tree(parents, depth, self.gamma, paths), None, limit,
                          draft_stats(drafts), fixed=True)
         tokens, parents, depth, score = best_first_tree(logits.float().log_softmax(-1), self.nodes, self.branch)
-        layout = tree_layout(parents, depth, self.gamma)
+        layout = Layout.tree(parents, depth, self.gamma)
         info = {"tree_depth": depth.max().float() + 1, "tree_path_mass": score.exp().sum()}  # Σ over nodes of Π q
         return Draft(tokens, layout, None, limit, info, fixed=True)
