@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from specdiff2.bench.random_world import tiny_hf_qwen2
 from specdiff2.data.windows import (
     Trajectory,
     WindowCollator,
@@ -15,7 +16,6 @@ from specdiff2.data.windows import (
 from specdiff2.errors import CheckpointError
 from specdiff2.losses import streak_loss
 from specdiff2.models.diffusion import align_logits, prefix_attention
-from specdiff2.bench.random_world import tiny_hf_qwen2
 
 GAMMA, MASK_ID, VOCAB = 4, 1, 48
 

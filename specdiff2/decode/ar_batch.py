@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specdiff2.decode.sampling import sample_probs
-from specdiff2.decode.sampling import SamplingParams
+from specdiff2.decode.sampling import SamplingParams, sample_probs
 from specdiff2.errors import ConfigError, require
 from specdiff2.models.masks import causal_cache_mask
 from specdiff2.models.transformer import Transformer

@@ -18,9 +18,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from specdiff2.decode.acceptance import greedy_accept, multi_draft_accept, rejection_accept
-from specdiff2.decode.sampling import sample_probs
 from specdiff2.decode.draft import Draft, take
-from specdiff2.decode.sampling import SamplingParams
+from specdiff2.decode.sampling import SamplingParams, sample_probs
 from specdiff2.errors import ConfigError
 
 

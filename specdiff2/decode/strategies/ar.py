@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit, pick_tokens
+from specdiff2.decode.strategies.base import (
+    EngineContext,
+    Stateless,
+    StepInput,
+    check_gamma,
+    clamp_limit,
+    pick_tokens,
+)
 from specdiff2.models.drafters import ARDrafter
 
 

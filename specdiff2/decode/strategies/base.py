@@ -7,9 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from specdiff2.decode.sampling import sample_probs
 from specdiff2.decode.draft import Draft
-from specdiff2.decode.sampling import SamplingParams
+from specdiff2.decode.sampling import SamplingParams, sample_probs
 from specdiff2.errors import ConfigError
 
 

@@ -8,8 +8,15 @@ import torch
 
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.sampling import GREEDY
-from specdiff2.decode.strategies.base import (EngineContext, Stateless, StepInput, check_gamma, check_proposal,
-                                              clamp_limit, pick_tokens)
+from specdiff2.decode.strategies.base import (
+    EngineContext,
+    Stateless,
+    StepInput,
+    check_gamma,
+    check_proposal,
+    clamp_limit,
+    pick_tokens,
+)
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
