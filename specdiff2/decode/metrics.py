@@ -113,13 +113,15 @@ class DecodeStats:
             out[f"mean_{k}"] = float(v) / max(1, steps)
         return out
 
+    def _recorded(self) -> torch.Tensor:
+        return self.trace[: min(int(self.steps), self.max_steps)]  # (steps, 2)
+
     def accept_hist(self) -> list[int]:
-        trace = self.trace[: min(int(self.steps), self.max_steps), 0]
-        return torch.bincount(trace, minlength=1).tolist()
+        return torch.bincount(self._recorded()[:, 0], minlength=1).tolist()
 
     @property
     def steps_trace(self) -> list[tuple[int, int]]:
-        return [tuple(r) for r in self.trace[: min(int(self.steps), self.max_steps)].tolist()]
+        return [tuple(r) for r in self._recorded().tolist()]
 
 
 def merge_hists(hists: list[list[int]]) -> list[int]:

@@ -83,10 +83,9 @@ class DiffusionDrafter:
         positions = torch.cat([slots, length + torch.arange(gamma, device=dev)])  # (C+γ,)
         rel = self._relation(slots < length, slots == length - 1, gamma, visible)  # (C+γ, C+γ)
         logits = self.runner.direct(ids, start, kv_len, positions, rel)  # (C+γ, V_d)
-        j = torch.arange(gamma, device=dev)
-        rows = size + j - 1 if self.shifted else size + j  # (γ,) window rows carrying q_1..q_γ
-        if self.shifted:  # q_1 is on the last committed token's row
-            rows = torch.where(j == 0, length - 1 - start, rows)
+        rows = window_logit_index(size, gamma, self.shifted, dev)  # (γ,) as if `size` committed rows preceded it
+        if self.shifted:  # q_1 is on the last committed token's row, which is not row size−1 for a short prompt
+            rows = torch.where(torch.arange(gamma, device=dev) == 0, length - 1 - start, rows)
         return to_verifier_vocab(logits[rows], self.proposable)  # (γ, V)
 
     def _relation(self, real: torch.Tensor, last: torch.Tensor, gamma: int, visible) -> torch.Tensor:
