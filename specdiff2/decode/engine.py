@@ -167,20 +167,16 @@ class DecodeEngine:
         return step, event, pinned
 
     def _run_step(self, kv_len: int, timer: PhaseTimer) -> None:
-        if self.graphs is None:
-            t = timer.start("drafter")
-            draft = self._draft_phase(kv_len)
-            timer.stop(t)
-            t = timer.start("verifier")
-            self._verify_phase(draft, kv_len)
-            timer.stop(t)
-            return
-        graph = self.graphs.get(kv_len) or self._capture(kv_len)
+        """The two phases, each timed: replays of this bucket's graphs, or the same code run eagerly."""
+        graph = None if self.graphs is None else self.graphs.get(kv_len) or self._capture(kv_len)
         t = timer.start("drafter")
-        graph[0].replay()
+        draft = graph[0].replay() if graph else self._draft_phase(kv_len)  # the graph's draft lives in graph[2]
         timer.stop(t)
         t = timer.start("verifier")
-        graph[1].replay()
+        if graph:
+            graph[1].replay()
+        else:
+            self._verify_phase(draft, kv_len)
         timer.stop(t)
 
     def _mutable(self) -> list[torch.Tensor]:

@@ -50,7 +50,8 @@ class DraftStrategy(Protocol):
 
     `draft` and `observe` run inside the engine's captured step: pure device code at fixed shapes. No .item(),
     .tolist(), int(tensor), no Python branch on a tensor value, no new persistent tensors: per-step variation
-    (an adaptive length, the budget) is a device tensor, and `layout` (the verify tree) never changes.
+    (an adaptive length, the budget, a tree built from this step's marginals) lives in device tensors, and the
+    sizes `layout` states (nodes, depth) never change.
     """
 
     name: str  # method name used in outputs (ar, sd_ar, specdiff, self_select, diffuspec)
