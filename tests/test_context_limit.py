@@ -31,7 +31,7 @@ METHODS = {
     "self_select": [f"decode.strategy.k={K}", f"decode.strategy.gamma={GAMMA}"],
     "self_select_causal": ["decode=self_select", f"decode.strategy.k={K}", f"decode.strategy.gamma={GAMMA}",
                            "drafter.path={causal_drafter}"],
-    "diffuspec": ["decode.strategy.k=6", "decode.strategy.k_min=2", "decode.strategy.k_max=8",
+    "diffuspec": ["decode.strategy.gamma=6", "decode.strategy.gamma_min=2", "decode.strategy.gamma_max=8",
                   "decode.strategy.delta=2", "decode/proxy@decode.models.proxy=ngram",
                   "decode.models.proxy.source={tokens}",
                   "decode.models.proxy.cache_path={tmp}/ngram.safetensors"],

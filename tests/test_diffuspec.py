@@ -58,7 +58,7 @@ def drafter_of(world):
 
 
 def strategy(drafter, proxy, **kw):
-    args = {"k": 6, "k_min": 2, "k_max": 8, "delta": 3, "m_max": 4, "beam": 2, "proxy": proxy}
+    args = {"gamma": 6, "gamma_min": 2, "gamma_max": 8, "delta": 3, "m_max": 4, "beam": 2, "proxy": proxy}
     return DiffuSpecStrategy(drafter, **{**args, **kw})
 
 
@@ -106,34 +106,34 @@ def test_greedy_output_equals_verifier_greedy(world, proxy_of, drafter_of, greed
 
 
 def test_adl_state_lives_on_the_device(world, proxy_of, drafter_of, greedy_reference):
-    """k, the EMAs and L^gen are the strategy's state tensors (saved around graph warm-up); the engine moves them,
-    reset() restores k_1 in place."""
+    """γ_t (the paper's k_t), the EMAs and L^gen are the strategy's state tensors (saved around graph warm-up); the
+    engine moves them, reset() restores k_1 in place."""
     s = strategy(drafter_of(), proxy_of("ngram"))
     eng = prepared(world, s)
     state = s.state_tensors()
-    k, gen_ema, acc_ema, l_gen = state
+    gamma_t, gen_ema, acc_ema, l_gen = state
     eng.generate(list(next(iter(greedy_reference))), 24)
-    assert 2 <= int(k) <= 8 and float(gen_ema) > 0 and 0 <= int(l_gen) <= 8
+    assert 2 <= int(gamma_t) <= 8 and float(gen_ema) > 0 and 0 <= int(l_gen) <= 8
     s.reset(torch.tensor(next(iter(greedy_reference))))
-    assert (int(k), float(gen_ema), float(acc_ema)) == (6, 0.0, 0.0)
+    assert (int(gamma_t), float(gen_ema), float(acc_ema)) == (6, 0.0, 0.0)
     assert all(a is b for a, b in zip(s.state_tensors(), state))
 
 
 @pytest.mark.parametrize("cps", [False, True])
 def test_adl_window_is_a_k_t_window(world, proxy_of, drafter_of, cps):
-    """Under ADL the pass has k_max MASKs but its first k_t rows are exactly a k_t-window pass: the same draft as
-    fixed k = k_t (greedy tokens up to the limit, q at T > 0), the same lattice end."""
+    """Under ADL the pass has gamma_max MASKs but its first k_t rows are exactly a k_t-window pass: the same draft as
+    fixed gamma = k_t (greedy tokens up to the limit, q at T > 0), the same lattice end."""
     tok = world[2]
     prompt = encoded(tok, 0)
-    adaptive = strategy(drafter_of(), proxy_of("ngram"), cps=cps, k=6)
-    fixed = strategy(drafter_of(), proxy_of("ngram"), cps=cps, adl=False, k=4)
+    adaptive = strategy(drafter_of(), proxy_of("ngram"), cps=cps, gamma=6)
+    fixed = strategy(drafter_of(), proxy_of("ngram"), cps=cps, adl=False, gamma=4)
     for params in (SamplingParams(), SamplingParams(1.0, 3)):
         prepared(world, adaptive, params), prepared(world, fixed, params)
         drafts = []
         for s in (adaptive, fixed):
             step = step_of(s, prompt, 16)
             if s.adl:
-                s.controller.k.fill_(4)
+                s.controller.gamma.fill_(4)
             drafts.append(s.draft(step, params, torch.Generator().manual_seed(0)))
         a, f = drafts
         n = int(f.limit)
@@ -267,12 +267,12 @@ def test_bad_inputs_give_one_line_errors(world, tmp_path):
     cases = [
         (lambda: strategy(None, proxy, tau=0.0), "tau"),
         (lambda: strategy(None, proxy, tau=1.5), "tau"),
-        (lambda: strategy(None, proxy, k_min=9, k_max=4), "k_min"),
+        (lambda: strategy(None, proxy, gamma_min=9, gamma_max=4), "gamma_min"),
         (lambda: strategy(None, proxy, beam=0), "beam"),
         (lambda: strategy(None, proxy, lam=1.5), "lam"),
         (lambda: strategy(None, proxy, m_max=0), "m_max"),
         (lambda: strategy(None, proxy, rho=0.0), "rho"),
-        (lambda: strategy(None, proxy, k=20), "k_max"),
+        (lambda: strategy(None, proxy, gamma=20), "gamma_max"),
         (lambda: strategy(None, proxy, cps_sampling="marginal"), "cps_sampling"),
         (lambda: strategy(None, None), "proxy"),
         (lambda: load_ngram_proxy(ctx, str(tmp_path), order=0), "order"),

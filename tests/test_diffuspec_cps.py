@@ -192,8 +192,8 @@ def test_dead_beams_never_make_nan():
 
 
 def test_adl_update_rule_by_hand():
-    adl = ADL(k_init=8, k_min=2, k_max=12, delta=4, rho=0.5, device="cpu")
-    assert int(adl.k) == 8
+    adl = ADL(gamma_init=8, gamma_min=2, gamma_max=12, delta=4, rho=0.5, device="cpu")
+    assert int(adl.gamma) == 8
     live, stopped = torch.tensor(True), torch.tensor(False)
     # (L^gen, L^acc) → (L̄^gen, L̄^acc, k_{t+1}), worked out by hand.
     steps = [
@@ -201,19 +201,19 @@ def test_adl_update_rule_by_hand():
         ((8, 8), (6.0, 6.0, 10)),
         ((10, 3), (8.0, 4.5, 8)),  # acceptance falls behind: no growth
         ((3, 4), (5.5, 4.25, 5)),  # EOS at position 4 of the argmax, EOS accepted too
-        ((0, 0), (2.75, 2.125, 2)),  # EOS ranked first: clipped at k_min
+        ((0, 0), (2.75, 2.125, 2)),  # EOS ranked first: clipped at gamma_min (k_min)
         ((2, 3), (2.375, 2.5625, 6)),  # acc ≥ gen again: ⌊2.375⌋ + 4
-        ((30, 30), (16.1875, 16.28125, 12)),  # clipped at k_max
+        ((30, 30), (16.1875, 16.28125, 12)),  # clipped at gamma_max (k_max)
     ]
-    k = adl.k
+    k = adl.gamma
     for (l_gen, l_acc), (gen, acc, k_next) in steps:
         adl.update(torch.tensor(l_gen), torch.tensor(l_acc), live)
-        assert (float(adl.gen_ema), float(adl.acc_ema), int(adl.k)) == (gen, acc, k_next)
+        assert (float(adl.gen_ema), float(adl.acc_ema), int(adl.gamma)) == (gen, acc, k_next)
         adl.update(torch.tensor(0), torch.tensor(0), stopped)  # a step after the stop: no change
-        assert (float(adl.gen_ema), float(adl.acc_ema), int(adl.k)) == (gen, acc, k_next)
-    assert adl.k is k and adl.tensors()[0] is k  # updated in place: captured steps hold these addresses
+        assert (float(adl.gen_ema), float(adl.acc_ema), int(adl.gamma)) == (gen, acc, k_next)
+    assert adl.gamma is k and adl.tensors()[0] is k  # updated in place: captured steps hold these addresses
     adl.reset()
-    assert (int(adl.k), float(adl.gen_ema), float(adl.acc_ema)) == (8, 0.0, 0.0) and adl.k is k
+    assert (int(adl.gamma), float(adl.gen_ema), float(adl.acc_ema)) == (8, 0.0, 0.0) and adl.gamma is k
 
 
 # --- n-gram model ---------------------------------------------------------------------------------------

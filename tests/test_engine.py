@@ -252,7 +252,7 @@ def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_re
     w = world[0]
     extra = ["decode/proxy@decode.models.proxy=ngram", f"decode.models.proxy.source={w.tokens}",
              f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
-             "decode.strategy.k=4", "decode.strategy.k_min=2", "decode.strategy.k_max=6"] if method == "diffuspec" else []
+             "decode.strategy.gamma=4", "decode.strategy.gamma_min=2", "decode.strategy.gamma_max=6"] if method == "diffuspec" else []
     cfg = compose("decode", [f"decode={method}", *_tiny_overrides(w), *extra])
     eng = engine_from_config(cfg)
     assert isinstance(eng.strategy, DraftStrategy) and eng.strategy.name == cfg.decode.method

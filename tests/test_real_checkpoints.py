@@ -267,7 +267,7 @@ def _overrides(layouts, pair, method):
            "max_seq_len=128", "device=cpu", "drafter.dtype=float32", "verifier.dtype=float32",
            "ar_drafter.dtype=float32"]
     if method == "diffuspec":
-        out += ["decode.strategy.k=6", "decode.strategy.k_min=2", "decode.strategy.k_max=8"]
+        out += ["decode.strategy.gamma=6", "decode.strategy.gamma_min=2", "decode.strategy.gamma_max=8"]
     if method in ("specdiff", "self_select"):
         out += ["decode.strategy.gamma=5"]
     if method == "self_select":

@@ -127,7 +127,7 @@ class ARProxy:
         if beam * window > self.draft_slots:
             raise ConfigError(f"the AR proxy encodes beam={beam} paths of up to {window} tokens past the text, more "
                               f"than its {self.draft_slots} draft slots; lower decode.strategy.beam or the draft "
-                              "length (decode.strategy.k_max, or decode.strategy.k without ADL)")
+                              "length (decode.strategy.gamma_max, or decode.strategy.gamma without ADL)")
         self.beam, self.window = beam, window
         self.drafter = ARDrafter(self.model, self.proposable, ctx.max_seq_len, ctx.compile, ctx.kernels,
                                  self.draft_slots)

@@ -1,6 +1,7 @@
 """`diffuspec`: DiffuSpec (arXiv 2510.02358), a training-free diffusion drafter with CPS and ADL.
 
-Per step t:
+In the paper's letters (k_t: the draft length of step t; its arguments here are gamma = k_1, gamma_min = k_min,
+gamma_max = k_max, as γ names the draft length everywhere else in the framework). Per step t:
 1. One drafter pass over prefix ‖ MASK×k_t gives the marginals q_1..q_k (raw drafter softmax).
 2. Lattice (Eq. 7): per position the smallest top set whose mass reaches τ, at most M_max tokens. EOS is an
    ordinary candidate: kept when it is in that set, never forced in. The lattice ends after the first position
@@ -13,9 +14,9 @@ Per step t:
    Freezing the score of EOS-finished beams instead, as the reproduction does, favours early EOS: each later
    term is ≤ 0.
 4. ADL (Eq. 9–11): L^gen_t = min(s_t − 1, k_t) with s_t the 1-based first EOS of the raw argmax (k_t when
-   none), L^acc_t = accepted draft tokens; EMAs with ρ starting at 0 and k_1 = k (paper: k_max);
+   none), L^acc_t = accepted draft tokens; EMAs with ρ starting at 0 and k_1 = gamma (paper: k_max);
    k_{t+1} = clip(⌊L̄^gen⌋ + δ·1[L̄^acc ≥ L̄^gen], k_min, k_max).
-cps=False drafts the argmax of q (fixed-k argmax drafting when adl=False too); with adl=True or cps=True the
+cps=False drafts the argmax of q (fixed-length argmax drafting when adl=False too); with adl=True or cps=True the
 draft also ends at the lattice end (nothing after an EOS the drafter ranks first can be committed).
 
 When it is lossless:
@@ -34,10 +35,10 @@ When it is lossless:
     accepted with min(1, 2p)).
 The lattice end depends on the prefix only, so cutting the draft there keeps every case above lossless.
 
-At fixed shapes (the step is device code, captured as CUDA graphs): the verify layout is a chain of k_max tokens
-(adl) or k (no adl), and the drafter pass always has that many MASKs. Under ADL the window rows see only the first
+At fixed shapes (the step is device code, captured as CUDA graphs): the verify layout is a chain of gamma_max
+tokens (adl) or gamma (no adl), and the drafter pass always has that many MASKs. Under ADL the window rows see only the first
 k_t of them (`DiffusionDrafter.window_logits_at(visible=k_t)`), which gives exactly the marginals of a k_t-window
-pass. The lattice end n ≤ k_t and k_t itself are 0-d device tensors; the draft carries all k_max tokens, with
+pass. The lattice end n ≤ k_t and k_t itself are 0-d device tensors; the draft carries all gamma_max tokens, with
 `limit` = min(n, the step's budget): tokens past it are drafted but never accepted. CPS keeps B beams over every
 window position, and positions ≥ n leave the beams untouched, so the path < n is the search over lattice[:n].
 Near max_new_tokens / the context the window stays k_t and only `limit` shrinks (the host version shortened the
@@ -65,10 +66,13 @@ def _check(ok: bool, message: str) -> None:
 
 
 class DiffuSpecStrategy:
-    """See the module docstring. Paper defaults: k_min 20, k_max 30, δ 10, ρ 0.5, M_max 15, τ 0.8, B 3, λ 0.5.
+    """See the module docstring. The paper's letters → this class's arguments (γ is the draft length everywhere else
+    in the framework): k_1 (or the fixed k) → gamma, k_min → gamma_min, k_max → gamma_max, δ → delta, ρ → rho,
+    τ → tau, M_max → m_max, B → beam, λ → lam. Paper defaults: k_min 20, k_max 30, δ 10, ρ 0.5, M_max 15, τ 0.8,
+    B 3, λ 0.5.
 
     drafter: the built diffusion drafter (`decode.loading.load_diffusion_drafter`).
-    k: the draft length when adl=False, the first one (k_1) when adl=True.
+    gamma: the draft length when adl=False, the first one (k_1) when adl=True.
     proxy: a built causal proxy (`diffuspec/proxies.py`); needed when cps=True and lam < 1. A host proxy (KenLM,
         the context n-gram) makes the strategy non-capturable (`capturable`): the engine then runs eager steps.
     cps_sampling: what cps=True does at temperature > 0 ("sample" or "point_mass"; see the module docstring).
@@ -76,27 +80,28 @@ class DiffuSpecStrategy:
 
     name = "diffuspec"
 
-    def __init__(self, drafter: DiffusionDrafter, k: int = 30, cps: bool = True, adl: bool = True, tau: float = 0.8,
-                 m_max: int = 15, beam: int = 3, lam: float = 0.5, k_min: int = 20, k_max: int = 30,
-                 delta: int = 10, rho: float = 0.5, proxy=None, cps_sampling: str = "sample"):
+    def __init__(self, drafter: DiffusionDrafter, gamma: int = 30, cps: bool = True, adl: bool = True,
+                 tau: float = 0.8, m_max: int = 15, beam: int = 3, lam: float = 0.5, gamma_min: int = 20,
+                 gamma_max: int = 30, delta: int = 10, rho: float = 0.5, proxy=None, cps_sampling: str = "sample"):
         s = "decode.strategy"
         _check(0 < tau <= 1, f"{s}.tau={tau} must be in (0, 1]; the paper uses 0.8")
         _check(m_max >= 1, f"{s}.m_max={m_max} must be >= 1; the paper uses 15")
         _check(beam >= 1, f"{s}.beam={beam} must be >= 1; the paper uses 3")
         _check(0 <= lam <= 1, f"{s}.lam={lam} must be in [0, 1]; the paper uses 0.5")
-        _check(k >= 1, f"{s}.k={k} must be >= 1")
-        _check(1 <= k_min <= k_max, f"{s}.k_min={k_min} and k_max={k_max} need 1 <= k_min <= k_max")
-        _check(not adl or k_min <= k <= k_max, f"{s}.k={k} (the first draft length under adl) must lie in "
-               f"[k_min={k_min}, k_max={k_max}]")
+        _check(gamma >= 1, f"{s}.gamma={gamma} must be >= 1")
+        _check(1 <= gamma_min <= gamma_max, f"{s}.gamma_min={gamma_min} and gamma_max={gamma_max} need "
+               "1 <= gamma_min <= gamma_max")
+        _check(not adl or gamma_min <= gamma <= gamma_max, f"{s}.gamma={gamma} (the first draft length under adl) "
+               f"must lie in [gamma_min={gamma_min}, gamma_max={gamma_max}]")
         _check(delta >= 0, f"{s}.delta={delta} must be >= 0; the paper uses 10")
         _check(0 < rho <= 1, f"{s}.rho={rho} must be in (0, 1]; the paper uses 0.5")
         _check(cps_sampling in CPS_SAMPLING, f"{s}.cps_sampling={cps_sampling!r} is unknown; use one of {CPS_SAMPLING}")
         _check(not (cps and lam < 1 and proxy is None), f"{s}.cps=true with lam={lam} < 1 needs a causal proxy; "
                "set decode.models.proxy or lam=1")
-        self.drafter, self.k, self.cps, self.adl, self.tau, self.m_max = drafter, k, cps, adl, tau, m_max
+        self.drafter, self.gamma, self.cps, self.adl, self.tau, self.m_max = drafter, gamma, cps, adl, tau, m_max
         self.beam, self.lam, self.proxy, self.cps_sampling = beam, lam, proxy, cps_sampling
-        self.adl_args = (k, k_min, k_max, delta, rho)
-        self.window = k_max if adl else k  # L: MASKs per pass, draft tokens per step
+        self.adl_args = (gamma, gamma_min, gamma_max, delta, rho)
+        self.window = gamma_max if adl else gamma  # L: MASKs per pass, draft tokens per step
         self.capturable = not self.uses_proxy or getattr(proxy, "capturable", True)
 
     @property
@@ -112,7 +117,7 @@ class DiffuSpecStrategy:
         self.stop_ids = torch.tensor(stops or [-1], dtype=torch.long, device=ctx.device)  # (E,)
         self.layout = Layout.chain(self.window, ctx.device)
         self.controller = ADL(*self.adl_args, ctx.device) if self.adl else None
-        self.fixed_k = torch.full((), self.k, dtype=torch.long, device=ctx.device)  # k_t without ADL
+        self.fixed_gamma = torch.full((), self.gamma, dtype=torch.long, device=ctx.device)  # k_t without ADL
         self.l_gen = torch.zeros((), dtype=torch.long, device=ctx.device)  # this step's L^gen, for observe
         if self.uses_proxy:
             self.proxy.prepare(ctx, self.beam, self.window)
@@ -127,11 +132,11 @@ class DiffuSpecStrategy:
     def draft(self, step: StepInput, sampling, generator) -> Draft:
         L = self.window
         canvas = torch.full((L,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (L,)
-        # k_t: a copy, so the step's statistics are not the k that observe() writes for the next step.
-        k_t = self.controller.k.clone() if self.adl else self.fixed_k
+        # k_t: a copy, so the step's statistics are not the length that observe() writes for the next step.
+        k_t = self.controller.gamma.clone() if self.adl else self.fixed_gamma
         logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, L + 1,
                                                visible=k_t if self.adl else None)  # (L, V)
-        n = self.fixed_k
+        n = self.fixed_gamma
         if self.cps or self.adl:  # both need where the drafter ends the text
             n, l_gen = lattice_end(logits, self.stop_ids, k_t)
             if self.adl:
