@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import torch
 
+from specdiff2.data.ar_sampler import TrajectoryLimits, sample_batch
 from specdiff2.data.trajectories import GenerationSpec, generate_trajectories, load_trajectories
-from specdiff2.decode.ar_batch import TrajectoryLimits, sample_batch
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError
 from specdiff2.models.checkpoint import load_transformer

@@ -10,14 +10,17 @@ generator seeded from (seed, k), so any shard can be (re)made alone and a resume
 one. A shard is written to a temp dir, renamed, then the manifest is replaced atomically: a killed run leaves
 at most debris that the next run deletes, never a half-listed shard.
 
-Several processes (torchrun, one per GPU) share one store: each takes every world-th pending shard, records
-what it finished in its own `progress-<rank>.json`, and rank 0 merges them into the manifest at the end. A
-resumed run (any process count) redoes only shards no file lists, so nothing is duplicated or lost.
+Several processes (torchrun, one per GPU) share one store: world = TP x DP (data/trajectory_ranks.py). Each
+data-parallel group (one verifier, split over TP GPUs) takes every DP-th pending shard, its first rank records
+what it finished in `progress-<group>.json`, and rank 0 merges them into the manifest at the end. A resumed run
+(any layout) redoes only shards no file lists, so nothing is duplicated or lost. Before sampling, rank 0 prints
+the storage bound of the pending shards and refuses, in one line, a run that would not fit on the disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -29,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
+from specdiff2.data.ar_sampler import TrajectoryLimits
 from specdiff2.data.prompts import PromptSource, load_prompts
-from specdiff2.data.trajectory_backends import make_backend
-from specdiff2.decode.ar_batch import TrajectoryLimits
+from specdiff2.data.trajectory_backends import device_of, make_backend
+from specdiff2.data.trajectory_ranks import Ranks
+from specdiff2.data.trajectory_storage import check_room, estimate, features
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.errors import ConfigError, DataError, require
+from specdiff2.models.runner import KERNEL_MODES, MODES
 from specdiff2.models.tokenizer import encode_prompt, load_tokenizer, stop_ids
 
 MANIFEST = "manifest.json"
@@ -64,9 +69,11 @@ class GenerationSpec:
     batch_size: int = 64  # rows per forward of the engine backend
     seed: int = 0
     backend: str = "engine"  # engine | vllm
-    tensor_parallel_size: int = 1  # vllm only
+    tensor_parallel_size: int = 1  # GPUs per verifier: engine = torchrun ranks per TP group; vllm = its own TP
     dtype: str = "float32"
     device: str = "auto"  # engine backend: auto = cuda when available
+    compile: str = "auto"  # engine backend: auto = CUDA graphs on CUDA, eager on CPU (models/row_runner.py)
+    kernels: str = "auto"  # engine backend: auto = compiled step on CUDA (models/runner.py KERNEL_MODES)
 
     def __post_init__(self):
         if isinstance(self.prompts, dict):
@@ -78,6 +85,10 @@ class GenerationSpec:
                 "jsonl)")
         require(self.backend in ("engine", "vllm"),
                 f"data.generation.backend={self.backend!r}; use data.generation.backend=engine or vllm")
+        require(self.compile in ("auto", *MODES),
+                f"data.generation.compile={self.compile!r}; use auto, eager, padded or graph")
+        require(self.kernels in ("auto", *KERNEL_MODES),
+                f"data.generation.kernels={self.kernels!r}; use auto, {', '.join(KERNEL_MODES)}")
         self._check_numbers()
 
     def _check_numbers(self) -> None:
@@ -222,8 +233,8 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     """Sample (or finish sampling) the trajectory store at `out_dir`; returns the store directory.
 
     keyed=True puts the store in out_dir/<fingerprint prefix>, so other settings or another verifier get their
-    own store. The verifier is loaded only when a shard is missing. `on_shard_done(k)` runs after shard k is
-    committed.
+    own store. The verifier is loaded only when a shard is missing. `on_shard_done(k)` runs on every rank of
+    the group that sampled shard k, after its writer committed it (on the writer) or after sampling (the others).
     """
     import datasets
 
@@ -241,45 +252,92 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     num_shards = -(-len(prompts.ids) // spec.prompts_per_shard)
     fp = fingerprint(spec, verifier_dir, prompts)
     out = out / fp[:16] if keyed else out
-    group = _Ranks.join()
+    ranks = _join(spec, verifier_dir)
     key = "data.store_root" if keyed else "data.store_dir"
-    manifest = _open_manifest(out, fp, spec, num_shards, key) if group.rank == 0 else None
-    group.barrier()  # the store exists, is ours and is clean before any rank writes a shard
-    if manifest is None:
-        manifest = json.loads((out / MANIFEST).read_text())
-    done = _done_shards(out, manifest)
-    pending = [k for k in range(num_shards) if f"shard-{k:05d}" not in done]
+    plan = _plan(spec, prompts, out, fp, num_shards, key, log) if ranks.rank == 0 else None
+    manifest, pending, refusal = ranks.share(plan)  # everyone acts on rank 0's view of the store: no race
+    if refusal:
+        raise DataError(refusal)
     progress = None
-    if group.world > 1:  # keep what an earlier (killed) run of this rank number listed
-        part = out / f"progress-{group.rank}.json"
+    if ranks.world > 1:  # keep what an earlier (killed) run of this group number listed
+        part = out / f"progress-{ranks.dp_rank}.json"
         progress = json.loads(part.read_text()) if part.is_file() else {"shards": []}
     backend = None
-    for k in pending[group.rank::group.world]:
+    for k in pending[ranks.dp_rank::ranks.dp_world]:
         if backend is None:
-            backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id, stop_ids(tokenizer))
+            backend = make_backend(spec, verifier_dir, len(tokenizer), tokenizer.eos_token_id, stop_ids(tokenizer),
+                                   ranks.tp)
         lo, hi = k * spec.prompts_per_shard, (k + 1) * spec.prompts_per_shard
         samples = backend.generate(prompts.tokens[lo:hi], spec.samples_per_prompt, shard_seed(spec.seed, k))
-        name = f"shard-{k:05d}"
-        tmp = out / f"{name}.tmp"
-        cols = _rows(prompts.ids[lo:hi], prompts.tokens[lo:hi], samples, spec.samples_per_prompt,
-                     spec.topk_logprobs > 0)
-        datasets.Dataset.from_dict(cols).save_to_disk(str(tmp))
-        os.rename(tmp, out / name)
-        if progress is None:
-            manifest["shards"].append({"name": name, "rows": len(samples)})
-            _write_json(out / MANIFEST, manifest)
-        else:
-            progress["shards"].append({"name": name, "rows": len(samples)})
-            _write_json(out / f"progress-{group.rank}.json", progress)
-        log(f"[trajectories] shard {k + 1}/{num_shards}: {len(samples)} trajectories"
-            + (f" (rank {group.rank})" if group.world > 1 else ""))
+        if ranks.writer:  # the other ranks of its group hold the same samples
+            _write_shard(out, k, _rows(prompts.ids[lo:hi], prompts.tokens[lo:hi], samples, spec.samples_per_prompt,
+                                       spec.topk_logprobs > 0), manifest, progress, ranks.dp_rank)
+            log(f"[trajectories] shard {k + 1}/{num_shards}: {len(samples)} trajectories"
+                + (f" (group {ranks.dp_rank})" if ranks.world > 1 else ""))
         if on_shard_done is not None:
             on_shard_done(k)
-    group.barrier()
-    if group.rank == 0 and not manifest["complete"]:
+    if backend is not None:  # free the verifier (and its graphs) before training needs the GPU memory
+        backend = None
+        _free_device_memory()
+    ranks.barrier()
+    if ranks.rank == 0 and not manifest["complete"]:
         _merge_progress(out, manifest)
-    group.barrier()  # nobody reads the store before rank 0 has listed every shard
+    ranks.barrier()  # nobody reads the store before rank 0 has listed every shard
     return out
+
+
+def _join(spec: GenerationSpec, verifier_dir: Path) -> Ranks:
+    """The process layout, checked in one line before any store is touched (vLLM runs its own TP workers)."""
+    if spec.backend == "vllm":
+        require(int(os.environ.get("WORLD_SIZE", "1")) == 1, "data.generation.backend=vllm runs in one process "
+                "(vLLM starts its own tensor-parallel workers: data.generation.tensor_parallel_size); launch with "
+                "python, not torchrun, or use data.generation.backend=engine")
+        return Ranks()
+    if spec.tensor_parallel_size > 1:  # heads and MLP width split evenly: known from config.json alone
+        from specdiff2.models.checkpoint import read_config
+        from specdiff2.models.config import ModelArgs
+        from specdiff2.models.parallel import check_divisible
+
+        check_divisible(ModelArgs.from_hf_config(read_config(verifier_dir)), spec.tensor_parallel_size,
+                        "set data.generation.tensor_parallel_size to a divisor of it")
+    return Ranks.join(spec.tensor_parallel_size, device_of(spec))
+
+
+def _plan(spec, prompts: PromptSet, out: Path, fp: str, num_shards: int, key: str, log) -> tuple:
+    """Rank 0: open (or create and clean) the store; its manifest, the pending shards and a refusal line when
+    their storage bound exceeds the free disk (None when it fits)."""
+    manifest = _open_manifest(out, fp, spec, num_shards, key)
+    done = _done_shards(out, manifest)
+    pending = [k for k in range(num_shards) if f"shard-{k:05d}" not in done]
+    if not pending:
+        return manifest, pending, None
+    per = spec.prompts_per_shard
+    lengths = [len(prompts.tokens[i]) for k in pending for i in range(k * per, min((k + 1) * per, len(prompts.ids)))]
+    need = estimate(lengths, spec.samples_per_prompt, spec.max_new_tokens, spec.topk_logprobs, len(pending))
+    return manifest, pending, check_room(out, need, log, key)
+
+
+def _write_shard(out: Path, k: int, cols: dict, manifest: dict, progress: dict | None, group: int) -> None:
+    """Temp dir, rename, then list it (manifest alone, or this group's progress file under torchrun)."""
+    import datasets
+
+    name = f"shard-{k:05d}"
+    tmp = out / f"{name}.tmp"
+    datasets.Dataset.from_dict(cols, features=features("topk_ids" in cols)).save_to_disk(str(tmp))
+    os.rename(tmp, out / name)
+    entry = {"name": name, "rows": len(cols["prompt_id"])}
+    if progress is None:
+        manifest["shards"].append(entry)
+        _write_json(out / MANIFEST, manifest)
+    else:
+        progress["shards"].append(entry)
+        _write_json(out / f"progress-{group}.json", progress)
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _done_shards(out: Path, manifest: dict) -> dict[str, int]:
@@ -299,32 +357,6 @@ def _merge_progress(out: Path, manifest: dict) -> None:
     _write_json(out / MANIFEST, manifest)
     for part in out.glob("progress-*.json"):
         part.unlink()
-
-
-@dataclass
-class _Ranks:
-    """The torchrun process group for trajectory generation (gloo, host-side barriers only), or one process."""
-
-    rank: int = 0
-    world: int = 1
-    group: object = None  # a gloo group: barriers are host-side whatever backend training uses
-
-    @classmethod
-    def join(cls) -> _Ranks:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available() and local < torch.cuda.device_count()
-        if cuda:
-            torch.cuda.set_device(local)  # the backend's device "cuda" is this rank's GPU
-        if not dist.is_initialized():  # the group training (Lightning, DeepSpeed) reuses: NCCL for CUDA tensors
-            dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), dist.new_group(backend="gloo"))
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier(group=self.group)
 
 
 def load_trajectories(store_dir: str | Path):

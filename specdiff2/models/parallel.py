@@ -73,12 +73,43 @@ def init_tensor_parallel(device_type: str) -> TensorParallel | None:
     return tp
 
 
-def check_divisible(args: ModelArgs, world: int) -> None:
+def check_divisible(args: ModelArgs, world: int, fix: str = "use a GPU count that divides it") -> None:
     for name, value in (("num_attention_heads", args.num_heads), ("num_key_value_heads", args.num_kv_heads),
                         ("intermediate_size", args.intermediate_size)):
         if value % world:
             raise ConfigError(f"tensor parallelism over {world} GPUs needs {name} ({value}) divisible by {world}; "
-                              f"use a GPU count that divides it")
+                              f"{fix}")
+
+
+def check_layout(world: int, tp_size: int, key: str, local_world: int | None = None) -> None:
+    """world processes = tp_size-wide tensor-parallel groups x data-parallel groups, each group on one host."""
+    if world % tp_size:
+        raise ConfigError(f"{key}={tp_size} does not divide the {world} processes torchrun started; launch a "
+                          f"multiple of {tp_size} (world = tensor-parallel x data-parallel groups) or change {key}")
+    if local_world is not None and local_world % tp_size:
+        raise ConfigError(f"{key}={tp_size} does not divide the {local_world} processes per host: a tensor-parallel "
+                          f"group would span hosts; use --nproc-per-node a multiple of {tp_size}")
+
+
+def tensor_parallel_groups(tp_size: int, device_type: str, key: str = "tensor_parallel_size") -> TensorParallel | None:
+    """Split the torchrun world into world / tp_size groups of consecutive ranks (one host each under torchrun)
+    and return this rank's (None when tp_size is 1). The default process group must exist; every rank creates
+    every group, in the same order, as torch.distributed requires."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    check_layout(world, tp_size, key, int(local) if local and local.isdigit() else None)
+    if tp_size == 1:
+        return None
+    mine = None
+    for first in range(0, world, tp_size):
+        ranks = list(range(first, first + tp_size))
+        group = dist.new_group(ranks, backend="nccl" if device_type == "cuda" else "gloo")
+        if rank in ranks:
+            mine = TensorParallel(rank - first, tp_size, group)
+    # The first collective creates the communicator; it must not happen inside a CUDA-graph capture.
+    warm = torch.ones(1, device=f"cuda:{torch.cuda.current_device()}" if device_type == "cuda" else "cpu")
+    dist.all_reduce(warm, group=mine.group)
+    return mine
 
 
 def shard_dim(name: str) -> int | None:
