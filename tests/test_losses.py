@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from specdiff2.errors import ConfigError
 from specdiff2.losses import (
+    LOSSES,
+    MDLM_PASS,
+    VERIFIER_DIST,
     LossMix,
     ce_loss,
     expected_streak,
@@ -284,6 +287,23 @@ def test_loss_mix_weighted_sum_and_components():
         LossMix({"streaks": 1.0})
     with pytest.raises(ConfigError):
         LossMix({"tvd": 1.0})(batch)  # no verifier distributions in the batch
+
+
+def test_each_loss_declares_the_inputs_it_reads():
+    """LossMix.needs answers from each loss's LossTerm, and the declarations match what the losses read: a loss
+    that declares nothing runs on a bare window batch, one that declares an input refuses a batch without it."""
+    mix = LossMix({"streak": 1.0, "kl": 0.5, "tvd": 0.1, "mdlm": 0.1, "streak_soft": 0.0})
+    assert mix.needs(VERIFIER_DIST) == ("kl", "tvd") and mix.needs(MDLM_PASS) == ("mdlm",)
+    assert LossMix({"ce": 1.0}).needs(VERIFIER_DIST) == () == LossMix({"ce": 1.0}).needs(MDLM_PASS)
+    g = _gen(12)
+    window = {"drafter_logits": torch.randn(2, 3, 5, generator=g, dtype=F64), "targets": torch.randint(0, 5, (2, 3),
+              generator=g), "mask": torch.ones(2, 3, dtype=torch.bool)}
+    for name, term in LOSSES.items():
+        if term.needs:
+            with pytest.raises(ConfigError, match=f"loss '{name}' needs"):
+                LossMix({name: 1.0})(window)
+        else:
+            assert torch.isfinite(LossMix({name: 1.0})(window).loss), name
 
 
 def _pad_topk(ids: torch.Tensor, logprobs: torch.Tensor, extra: int, g) -> tuple[torch.Tensor, torch.Tensor]:

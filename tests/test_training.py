@@ -185,6 +185,26 @@ def test_online_verifier_topk_matches_the_stored_topk(micro_world, cache_dir, tm
     torch.testing.assert_close(lps[valid], batch["verifier_topk_logprobs"][valid], rtol=1e-4, atol=1e-4)
 
 
+def test_the_module_asks_the_loss_whether_it_needs_verifier_distributions():
+    """No list of loss names in the module: a loss that declares VERIFIER_DIST stops the fit without stored or online
+    top-k, in one line naming it; one that does not, starts."""
+    from types import SimpleNamespace
+
+    from specdiff2.errors import ConfigError
+    from specdiff2.losses import LossMix
+    from specdiff2.training.module import DistillModule
+
+    store = SimpleNamespace(datamodule=SimpleNamespace(trajectories=[SimpleNamespace(topk_ids=None)]))
+    for weights, refused in (({"streak": 1.0, "tvd": 0.5}, True), ({"streak": 1.0, "ce": 0.1}, False)):
+        module = DistillModule("unused", LossMix(weights), torch.optim.AdamW)
+        module._trainer = store
+        if refused:
+            with pytest.raises(ConfigError, match=r"losses \['tvd'\] need verifier distributions"):
+                module.on_fit_start()
+        else:
+            module.on_fit_start()
+
+
 def test_nonfinite_loss_stops_the_run_and_exports_nothing(micro_world, cache_dir, tmp_path):
     from specdiff2.errors import TrainingError
 

@@ -6,10 +6,11 @@ to minimise, metrics carry plain names (the caller namespaces them, e.g. "train/
 `LossMix` reads its inputs from a batch dict with these keys:
     window losses ("streak", "streak_soft", "ce", "kl", "tvd"):
         "drafter_logits" (B, γ, V), "targets" (B, γ) long, "mask" (B, γ) bool (optional);
-        "streak_soft"/"kl"/"tvd" also need "verifier_probs" (B, γ, V) or
+        losses that need VERIFIER_DIST ("streak_soft", "kl", "tvd") also read "verifier_probs" (B, γ, V) or
         "verifier_topk_ids" + "verifier_topk_logprobs" (B, γ, k).
-    "mdlm": "mdlm_logits" (B, L, V), "mdlm_targets" (B, L), "mdlm_masked" (B, L) bool, "mdlm_t" (B,),
-        "mdlm_loss_mask" (B, L) bool (optional).
+    "mdlm" (needs MDLM_PASS): "mdlm_logits" (B, L, V), "mdlm_targets" (B, L), "mdlm_masked" (B, L) bool,
+        "mdlm_t" (B,), "mdlm_loss_mask" (B, L) bool (optional).
+Each loss declares those extra inputs in its `LossTerm`; callers ask `LossMix.needs(...)`, never a list of names.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from specdiff2.losses.distill import ce_loss, forward_kl_loss, tvd_loss
 from specdiff2.losses.streak import LossOutput, expected_streak, prefix_mask, streak_loss, streak_soft_loss
 
 __all__ = [
-    "LOSS_NAMES",
+    "LOSSES",
+    "MDLM_PASS",
+    "VERIFIER_DIST",
     "LossMix",
     "LossOutput",
+    "LossTerm",
     "MixOutput",
     "ce_loss",
     "expected_streak",
@@ -83,6 +87,20 @@ def _real(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Inputs a loss may need beyond the window batch ("drafter_logits", "targets", "mask"); the caller produces each
+# only when an enabled loss asks for it (`LossMix.needs`).
+VERIFIER_DIST = "verifier_dist"  # "verifier_probs", or "verifier_topk_ids" + "verifier_topk_logprobs"
+MDLM_PASS = "mdlm_pass"  # the "mdlm_*" keys: a separate forward pass over a noised copy of the sequences
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One loss LossMix can weight: how it is computed from the batch dict, and what that batch must carry."""
+
+    compute: Callable[[LossMix, Mapping[str, Tensor], str], LossOutput]
+    needs: frozenset[str] = frozenset()  # of VERIFIER_DIST, MDLM_PASS
+
+
 class LossMix:
     """Weighted sum of named losses, e.g. LossMix({"streak": 1.0, "ce": 0.1}).
 
@@ -91,8 +109,8 @@ class LossMix:
     """
 
     def __init__(self, weights: Mapping[str, float], *, temperature: float = 1.0, normalize_streak: bool = False):
-        unknown = sorted(set(weights) - set(LOSS_NAMES))
-        require(not unknown, f"unknown losses {unknown}; choose from {list(LOSS_NAMES)}", ConfigError)
+        unknown = sorted(set(weights) - set(LOSSES))
+        require(not unknown, f"unknown losses {unknown}; choose from {list(LOSSES)}", ConfigError)
         require(all(_real(w) and math.isfinite(w) and w >= 0 for w in weights.values()),
                 f"loss.weights={dict(weights)}; each weight must be a finite number >= 0 (0 switches a loss off)",
                 ConfigError)
@@ -107,44 +125,53 @@ class LossMix:
     def enabled(self) -> tuple[str, ...]:
         return tuple(self.weights)
 
+    def needs(self, inputs: str) -> tuple[str, ...]:
+        """The enabled losses that read `inputs` (VERIFIER_DIST, MDLM_PASS); empty: the caller may skip it."""
+        return tuple(name for name in self.weights if inputs in LOSSES[name].needs)
+
     def __call__(self, batch: Mapping[str, Tensor]) -> MixOutput:
-        outputs = {name: LOSS_NAMES[name](self, batch, name) for name in self.weights}
+        outputs = {name: LOSSES[name].compute(self, batch, name) for name in self.weights}
         total, components = mix_losses(outputs, self.weights)
         metrics = {key: value for out in outputs.values() for key, value in out.metrics.items()}
         return MixOutput(total, components, metrics)
 
-    def _streak(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return streak_loss(_get(batch, "drafter_logits", name), _get(batch, "targets", name), batch.get("mask"),
-                           temperature=self.temperature, normalize=self.normalize_streak)
 
-    def _streak_soft(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return streak_soft_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
-                                temperature=self.temperature, normalize=self.normalize_streak,
-                                **_verifier(batch, name))
-
-    def _ce(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return ce_loss(_get(batch, "drafter_logits", name), _get(batch, "targets", name), batch.get("mask"),
-                       temperature=self.temperature)
-
-    def _kl(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return forward_kl_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
-                               temperature=self.temperature, **_verifier(batch, name))
-
-    def _tvd(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return tvd_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
-                        temperature=self.temperature, **_verifier(batch, name))
-
-    def _mdlm(self, batch: Mapping[str, Tensor], name: str) -> LossOutput:
-        return mdlm_loss(_get(batch, "mdlm_logits", name), _get(batch, "mdlm_targets", name),
-                         _get(batch, "mdlm_masked", name), _get(batch, "mdlm_t", name), batch.get("mdlm_loss_mask"))
+def _streak(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return streak_loss(_get(batch, "drafter_logits", name), _get(batch, "targets", name), batch.get("mask"),
+                       temperature=mix.temperature, normalize=mix.normalize_streak)
 
 
-# Component name -> method computing it from a batch dict (the keys LossMix weights may use).
-LOSS_NAMES: dict[str, Callable[[LossMix, Mapping[str, Tensor], str], LossOutput]] = {
-    "streak": LossMix._streak,
-    "streak_soft": LossMix._streak_soft,
-    "ce": LossMix._ce,
-    "kl": LossMix._kl,
-    "tvd": LossMix._tvd,
-    "mdlm": LossMix._mdlm,
+def _streak_soft(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return streak_soft_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
+                            temperature=mix.temperature, normalize=mix.normalize_streak, **_verifier(batch, name))
+
+
+def _ce(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return ce_loss(_get(batch, "drafter_logits", name), _get(batch, "targets", name), batch.get("mask"),
+                   temperature=mix.temperature)
+
+
+def _kl(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return forward_kl_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
+                           temperature=mix.temperature, **_verifier(batch, name))
+
+
+def _tvd(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return tvd_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
+                    temperature=mix.temperature, **_verifier(batch, name))
+
+
+def _mdlm(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return mdlm_loss(_get(batch, "mdlm_logits", name), _get(batch, "mdlm_targets", name),
+                     _get(batch, "mdlm_masked", name), _get(batch, "mdlm_t", name), batch.get("mdlm_loss_mask"))
+
+
+# The losses LossMix weights may name. A new loss: its function beside the others, one entry here, a conf/loss YAML.
+LOSSES: dict[str, LossTerm] = {
+    "streak": LossTerm(_streak),
+    "streak_soft": LossTerm(_streak_soft, frozenset({VERIFIER_DIST})),
+    "ce": LossTerm(_ce),
+    "kl": LossTerm(_kl, frozenset({VERIFIER_DIST})),
+    "tvd": LossTerm(_tvd, frozenset({VERIFIER_DIST})),
+    "mdlm": LossTerm(_mdlm, frozenset({MDLM_PASS})),
 }

@@ -28,11 +28,9 @@ import torch
 
 from specdiff2.data.windows import window_logits
 from specdiff2.errors import ConfigError, TrainingError, require
-from specdiff2.losses import LossMix, ce_loss, mdlm_noise, prefix_mask, streak_loss
+from specdiff2.losses import MDLM_PASS, VERIFIER_DIST, LossMix, ce_loss, mdlm_noise, prefix_mask, streak_loss
 from specdiff2.models.diffusion import align_logits
 from specdiff2.models.dtypes import check_dtype, torch_dtype
-
-_NEEDS_VERIFIER_DIST = ("streak_soft", "kl", "tvd")
 
 
 def _real(value) -> bool:
@@ -118,7 +116,7 @@ class DistillModule(L.LightningModule):
         elif "verifier_topk_ids" in batch:
             inputs["verifier_topk_ids"] = batch["verifier_topk_ids"]
             inputs["verifier_topk_logprobs"] = batch["verifier_topk_logprobs"]
-        if "mdlm" in self.loss.weights:
+        if self.loss.needs(MDLM_PASS):
             inputs.update(self._mdlm_inputs(batch))
         return inputs
 
@@ -154,7 +152,7 @@ class DistillModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         missing = not self.online_topk and not self._has_stored_topk()
-        needs = [n for n in _NEEDS_VERIFIER_DIST if n in self.loss.weights]
+        needs = list(self.loss.needs(VERIFIER_DIST))
         require(not (needs and missing), f"losses {needs} need verifier distributions: set "
                 "data.generation.topk_logprobs > 0 (stored) or module.online_topk > 0 (online)", ConfigError)
 
