@@ -51,8 +51,8 @@ import torch
 
 from specdiff2.decode.diffuspec.adl import ADL
 from specdiff2.decode.diffuspec.cps import beam_search, build_lattice, lattice_end
-from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.strategies.base import EngineContext, StepInput, pick_tokens
+from specdiff2.decode.draft import Draft
+from specdiff2.decode.strategies.base import EngineContext, OneDrafter, StepInput, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.tokenizer import stop_ids
@@ -65,7 +65,7 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-class DiffuSpecStrategy:
+class DiffuSpecStrategy(OneDrafter):
     """See the module docstring. The paper's letters → this class's arguments (γ is the draft length everywhere else
     in the framework): k_1 (or the fixed k) → gamma, k_min → gamma_min, k_max → gamma_max, δ → delta, ρ → rho,
     τ → tau, M_max → m_max, B → beam, λ → lam. Paper defaults: k_min 20, k_max 30, δ 10, ρ 0.5, M_max 15, τ 0.8,
@@ -98,10 +98,11 @@ class DiffuSpecStrategy:
         _check(cps_sampling in CPS_SAMPLING, f"{s}.cps_sampling={cps_sampling!r} is unknown; use one of {CPS_SAMPLING}")
         _check(not (cps and lam < 1 and proxy is None), f"{s}.cps=true with lam={lam} < 1 needs a causal proxy; "
                "set decode.models.proxy or lam=1")
-        self.drafter, self.gamma, self.cps, self.adl, self.tau, self.m_max = drafter, gamma, cps, adl, tau, m_max
+        # The window L (MASKs per pass, draft tokens per step) is OneDrafter's γ: gamma_max under ADL, else gamma.
+        super().__init__(drafter, gamma_max if adl else gamma)
+        self.gamma_1, self.cps, self.adl, self.tau, self.m_max = gamma, cps, adl, tau, m_max
         self.beam, self.lam, self.proxy, self.cps_sampling = beam, lam, proxy, cps_sampling
         self.adl_args = (gamma, gamma_min, gamma_max, delta, rho)
-        self.window = gamma_max if adl else gamma  # L: MASKs per pass, draft tokens per step
         self.capturable = not self.uses_proxy or getattr(proxy, "capturable", True)
 
     @property
@@ -109,33 +110,29 @@ class DiffuSpecStrategy:
         return self.cps and self.lam < 1
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
+        super().prepare(ctx)
         stops = sorted(stop_ids(ctx.verifier_tokenizer))  # EOS + generation_config.json's (<|im_end|>, ...)
         if (self.cps or self.adl) and not stops:
             raise ConfigError("diffuspec's lattice end and ADL need the verifier tokenizer's EOS token; set eos_token "
                               "or use decode.strategy.cps=false decode.strategy.adl=false")
         self.stop_ids = torch.tensor(stops or [-1], dtype=torch.long, device=ctx.device)  # (E,)
-        self.layout = Layout.chain(self.window, ctx.device)
         self.controller = ADL(*self.adl_args, ctx.device) if self.adl else None
-        self.fixed_gamma = torch.full((), self.gamma, dtype=torch.long, device=ctx.device)  # k_t without ADL
+        self.fixed_gamma = torch.full((), self.gamma_1, dtype=torch.long, device=ctx.device)  # k_t without ADL
         self.l_gen = torch.zeros((), dtype=torch.long, device=ctx.device)  # this step's L^gen, for observe
         if self.uses_proxy:
-            self.proxy.prepare(ctx, self.beam, self.window)
+            self.proxy.prepare(ctx, self.beam, self.gamma)
 
     def reset(self, prompt: torch.Tensor) -> None:
-        self.drafter.prefill(prompt)
+        super().reset(prompt)
         if self.uses_proxy:
             self.proxy.reset(prompt)
         if self.controller is not None:
             self.controller.reset()
 
     def draft(self, step: StepInput, sampling, generator) -> Draft:
-        L = self.window
-        canvas = torch.full((L,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (L,)
         # k_t: a copy, so the step's statistics are not the length that observe() writes for the next step.
         k_t = self.controller.gamma.clone() if self.adl else self.fixed_gamma
-        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, L + 1,
-                                               visible=k_t if self.adl else None)  # (L, V)
+        logits = self.window_logits(step, visible=k_t if self.adl else None)  # (L, V) L = γ
         n = self.fixed_gamma
         if self.cps or self.adl:  # both need where the drafter ends the text
             n, l_gen = lattice_end(logits, self.stop_ids, k_t)

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 
 from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.strategies.base import (
-    EngineContext,
-    Stateless,
-    StepInput,
-    check_gamma,
-    clamp_limit,
-    pick_tokens,
-)
+from specdiff2.decode.strategies.base import EngineContext, OneDrafter, Stateless, StepInput, pick_tokens
 from specdiff2.models.drafters import ARDrafter
 
 
@@ -31,20 +24,13 @@ class Autoregressive(Stateless):
         return Draft.empty(step.length)
 
 
-class ARDraftStrategy(Stateless):
+class ARDraftStrategy(OneDrafter, Stateless):
     """`sd_ar`: standard speculative decoding with a small AR drafter and fixed γ."""
 
     name = "sd_ar"
 
     def __init__(self, drafter: ARDrafter, gamma: int = 4):
-        check_gamma(gamma)
-        self.drafter, self.gamma = drafter, gamma
-
-    def prepare(self, ctx: EngineContext) -> None:
-        self.layout = Layout.chain(self.gamma, ctx.device)
-
-    def reset(self, prompt: torch.Tensor) -> None:
-        self.drafter.prefill(prompt)
+        super().__init__(drafter, gamma)
 
     def draft(self, step: StepInput, sampling, generator) -> Draft:
         logits = self.drafter.catch_up(step.seq, step.length, step.kv_len, self.gamma + 1)  # (V,)
@@ -56,4 +42,4 @@ class ARDraftStrategy(Stateless):
             if i + 1 < self.gamma:
                 logits = self.drafter.step_logits(token, step.length + i, step.kv_len)
         q = None if qs[0] is None else torch.stack(qs)  # (γ, V)
-        return Draft.chain(torch.stack(tokens), q, clamp_limit(self.gamma, step))
+        return Draft.chain(torch.stack(tokens), q, self.limit(step))

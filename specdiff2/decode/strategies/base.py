@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from specdiff2.decode.draft import Draft
+from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.sampling import SamplingParams, sample_probs
 from specdiff2.errors import ConfigError
 
@@ -98,6 +98,38 @@ def check_proposal(proposal: str) -> None:
 def clamp_limit(depth: int, step: StepInput) -> torch.Tensor:
     """0-d long: a fixed-depth draft's limit this step (its depth, or less near max_new_tokens / the context)."""
     return step.budget.clamp(0, depth)
+
+
+class OneDrafter:
+    """The preamble of every strategy with one drafter and a draft window of γ (sd_ar, specdiff, self_select, tree,
+    diffuspec), written once: γ checked, a chain layout of γ, the drafter prefilled per prompt, the window's MASK
+    canvas and one drafter pass over it, and the step's limit (γ clamped to the budget). A strategy whose layout is
+    not a chain of γ sets its own `layout` after `OneDrafter.prepare`."""
+
+    def __init__(self, drafter, gamma: int):
+        check_gamma(gamma)
+        self.drafter, self.gamma = drafter, gamma
+
+    def prepare(self, ctx: EngineContext) -> None:
+        self.device = ctx.device
+        self.layout = Layout.chain(self.gamma, ctx.device)
+
+    def reset(self, prompt: torch.Tensor) -> None:
+        self.drafter.prefill(prompt)
+
+    def mask_canvas(self) -> torch.Tensor:
+        """(γ,) long: the window before any token is drafted, all MASK (made in the step: no persistent tensor)."""
+        return torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)
+
+    def window_logits(self, step: StepInput, canvas: torch.Tensor | None = None,
+                      visible: torch.Tensor | None = None) -> torch.Tensor:
+        """(γ, V) drafter logits of the window `canvas` (default: all MASK) after the committed tokens; `visible`
+        (0-d): window rows see only its first `visible` tokens (`DiffusionDrafter.window_logits_at`)."""
+        canvas = self.mask_canvas() if canvas is None else canvas
+        return self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1, visible)
+
+    def limit(self, step: StepInput) -> torch.Tensor:
+        return clamp_limit(self.gamma, step)
 
 
 class Stateless:

@@ -20,7 +20,7 @@ import torch
 
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.sampling import sample_probs, warp_probs
-from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
+from specdiff2.decode.strategies.base import EngineContext, OneDrafter, Stateless, StepInput
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
@@ -47,38 +47,34 @@ def draft_stats(drafts: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"drafts": float(k), "distinct_drafts": new_node[:, -1].sum().float(), "tree_size": new_node.sum().float()}
 
 
-class SelfSelectStrategy(Stateless):
+class SelfSelectStrategy(OneDrafter, Stateless):
     """One diffusion pass → K sampled drafts → K chains; the acceptance rule picks the accepted path."""
 
     name = "self_select"
 
     def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, k: int = 8, drafter_temperature: float = 1.0,
                  drafter_top_k: int = 0):
-        check_gamma(gamma)
+        super().__init__(drafter, gamma)
         if k < 1:
             raise ConfigError(f"number of drafts k={k} must be >= 1; set decode.strategy.k")
         if drafter_temperature < 0 or drafter_top_k < 0:
             raise ConfigError(f"drafter_temperature={drafter_temperature} and drafter_top_k={drafter_top_k} "
                               "must be >= 0; set decode.strategy.drafter_temperature / decode.strategy.drafter_top_k")
-        self.drafter, self.gamma, self.k = drafter, gamma, k
+        self.k = k
         self.drafter_temperature, self.drafter_top_k = drafter_temperature, drafter_top_k
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
+        super().prepare(ctx)
         self.layout = Layout.chains(self.k, self.gamma, ctx.device)
         self.depth_of_node = torch.arange(self.k * self.gamma, device=ctx.device) % self.gamma  # (K·γ,)
 
-    def reset(self, prompt: torch.Tensor) -> None:
-        self.drafter.prefill(prompt)
-
     def draft(self, step: StepInput, sampling, generator) -> Draft:
-        canvas = torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
-        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1)  # (γ, V)
+        logits = self.window_logits(step)  # (γ, V) one pass over an all-MASK window
         q_probs = self.q_probs(logits)  # (γ, V): exactly what the drafts are drawn from
         drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
         # Greedy verification never reads q; leaving it out spares a (K·γ, V) gather per step.
         node_q = q_probs[self.depth_of_node] if sampling.temperature > 0 else None  # (K·γ, V)
-        return Draft(drafts.flatten(), self.layout, node_q, clamp_limit(self.gamma, step), draft_stats(drafts))
+        return Draft(drafts.flatten(), self.layout, node_q, self.limit(step), draft_stats(drafts))
 
     def q_probs(self, drafter_logits: torch.Tensor) -> torch.Tensor:
         return warp_probs(drafter_logits, self.drafter_temperature, self.drafter_top_k)

@@ -6,22 +6,14 @@ import math
 
 import torch
 
-from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.draft import Draft
 from specdiff2.decode.sampling import GREEDY
-from specdiff2.decode.strategies.base import (
-    EngineContext,
-    Stateless,
-    StepInput,
-    check_gamma,
-    check_proposal,
-    clamp_limit,
-    pick_tokens,
-)
+from specdiff2.decode.strategies.base import OneDrafter, Stateless, StepInput, check_proposal, pick_tokens
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
 
 
-class SpecDiffStrategy(Stateless):
+class SpecDiffStrategy(OneDrafter, Stateless):
     """Each step unmasks ceil(remaining / steps left) positions.
 
     Temperature 0 unmasks the most confident positions first (SpecDiff). Temperature > 0 with sampled proposals
@@ -34,29 +26,22 @@ class SpecDiffStrategy(Stateless):
     name = "specdiff"
 
     def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, steps: int = 1, proposal: str = "sample"):
-        check_gamma(gamma)
+        super().__init__(drafter, gamma)
         if steps < 1 or steps > gamma:
             raise ConfigError(f"denoising steps={steps} must be in [1, gamma={gamma}]; set decode.strategy.steps")
         check_proposal(proposal)
-        self.drafter, self.gamma, self.steps, self.proposal = drafter, gamma, steps, proposal
-
-    def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
-        self.layout = Layout.chain(self.gamma, ctx.device)
-
-    def reset(self, prompt: torch.Tensor) -> None:
-        self.drafter.prefill(prompt)
+        self.steps, self.proposal = steps, proposal
 
     def draft(self, step: StepInput, sampling, generator) -> Draft:
         gamma = self.gamma
-        canvas = torch.full((gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
+        canvas = self.mask_canvas()  # (γ,)
         masked = torch.ones(gamma, dtype=torch.bool, device=self.device)  # (γ,)
         q_out = None
         remaining = gamma
         fixed = sampling.temperature > 0 and self.proposal == "argmax"
         drawing = GREEDY if fixed else sampling
         for t in range(self.steps):
-            logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, gamma + 1)  # (γ, V)
+            logits = self.window_logits(step, canvas)  # (γ, V)
             tokens, q_probs = pick_tokens(logits, drawing, generator)  # (γ,), (γ, V) | None
             k = math.ceil(remaining / (self.steps - t))
             remaining -= k
@@ -65,7 +50,7 @@ class SpecDiffStrategy(Stateless):
             if q_probs is not None:
                 q_out = torch.where(chosen[:, None], q_probs, q_out if q_out is not None else q_probs)
             masked &= ~chosen
-        return Draft.chain(canvas, q_out, clamp_limit(gamma, step), {"steps": self.steps}, fixed=fixed)
+        return Draft.chain(canvas, q_out, self.limit(step), {"steps": self.steps}, fixed=fixed)
 
     @staticmethod
     def _choose(logits: torch.Tensor, masked: torch.Tensor, k: int, greedy: bool) -> torch.Tensor:

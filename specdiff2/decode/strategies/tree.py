@@ -21,7 +21,7 @@ import torch
 
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.sampling import warp_probs
-from specdiff2.decode.strategies.base import EngineContext, Stateless, StepInput, check_gamma, clamp_limit
+from specdiff2.decode.strategies.base import EngineContext, OneDrafter, Stateless, StepInput
 from specdiff2.decode.strategies.self_select import draft_stats, first_twins, sample_drafts
 from specdiff2.errors import ConfigError
 from specdiff2.models.drafters import DiffusionDrafter
@@ -69,36 +69,32 @@ def sample_trie(drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
 SOURCES = ("best_first", "samples")
 
 
-class TreeStrategy(Stateless):
+class TreeStrategy(OneDrafter, Stateless):
     """One diffusion pass → the `nodes` most probable prefixes → one tree verify (see the module docstring)."""
 
     name = "tree"
 
     def __init__(self, drafter: DiffusionDrafter, gamma: int = 16, nodes: int = 32, branch: int = 4,
                  source: str = "best_first", k: int = 4, drafter_temperature: float = 1.0, drafter_top_k: int = 0):
-        check_gamma(gamma)
+        super().__init__(drafter, gamma)
         if nodes < 1 or branch < 1 or k < 1:
             raise ConfigError(f"nodes={nodes}, branch={branch} and k={k} must be >= 1; set decode.strategy.nodes / "
                               "decode.strategy.branch / decode.strategy.k")
         if source not in SOURCES:
             raise ConfigError(f"decode.strategy.source={source!r} is unknown; use one of {SOURCES}")
-        self.drafter, self.gamma, self.branch, self.source = drafter, gamma, branch, source
+        self.branch, self.source = branch, source
         self.nodes = nodes if source == "best_first" else k * gamma
         self.k, self.drafter_temperature, self.drafter_top_k = k, drafter_temperature, drafter_top_k
 
     def prepare(self, ctx: EngineContext) -> None:
-        self.device = ctx.device
+        super().prepare(ctx)
         # The engine reads the sizes (nodes, depth) once; every step brings its own tree.
         self.layout = Layout.tree(torch.full((self.nodes,), -1, dtype=torch.long, device=ctx.device),
                                   torch.zeros(self.nodes, dtype=torch.long, device=ctx.device), self.gamma)
 
-    def reset(self, prompt: torch.Tensor) -> None:
-        self.drafter.prefill(prompt)
-
     def draft(self, step: StepInput, sampling, generator) -> Draft:
-        canvas = torch.full((self.gamma,), self.drafter.mask_token_id, dtype=torch.long, device=self.device)  # (γ,)
-        logits = self.drafter.window_logits_at(step.seq, step.length, canvas, step.kv_len, self.gamma + 1)  # (γ, V)
-        limit = clamp_limit(self.gamma, step)
+        logits = self.window_logits(step)  # (γ, V) one pass over an all-MASK window
+        limit = self.limit(step)
         if self.source == "samples":
             q_probs = warp_probs(logits, self.drafter_temperature, self.drafter_top_k)  # (γ, V)
             drafts = sample_drafts(q_probs, self.k, generator)  # (K, γ)
