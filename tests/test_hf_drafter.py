@@ -27,11 +27,25 @@ def test_hf_drafter_matches_transformer_and_round_trips(micro_world, tmp_path):
     torch.testing.assert_close(again(ids, pos, attn_mask=full), ours(ids, pos, attn_mask=full))
 
 
-def test_non_qwen2_drafter_is_refused_in_one_line(micro_world, tmp_path):
+def test_a_family_without_a_training_view_is_refused_in_one_line(micro_world, tmp_path):
     config = read_config(micro_world.drafter)
-    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "llada"}))
-    with pytest.raises(CheckpointError, match="cannot be trained as a Qwen2 drafter"):
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "mistral"}))
+    with pytest.raises(CheckpointError, match="'mistral' decodes but cannot be trained here; trainable: qwen2") as err:
         load_hf_drafter(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_weights_that_do_not_fit_the_training_class_are_one_line(micro_world, tmp_path):
+    """transformers would initialise a missing tensor at random and train from it; refused instead."""
+    from safetensors.torch import load_file, save_file
+
+    drafter = _copy_drafter(micro_world.drafter, tmp_path / "drafter")
+    state = load_file(drafter / "model.safetensors")
+    state.pop("model.layers.0.mlp.up_proj.weight")
+    save_file(state, drafter / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="missing 1.*model.layers.0.mlp.up_proj.weight") as err:
+        load_hf_drafter(drafter)
+    assert "\n" not in str(err.value)
 
 
 def _copy_drafter(source, out):

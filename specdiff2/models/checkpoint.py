@@ -1,4 +1,8 @@
-"""Load a Hugging Face checkpoint directory (config.json + safetensors) into our `Transformer`."""
+"""Load a Hugging Face checkpoint directory (config.json + safetensors) into our `Transformer`.
+
+`read_weights` is also how the training view (models/hf.py) reads them: both sides see the same tensors under the
+same names.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ def load_transformer(
     root = _checkpoint_dir(path)
     config = read_config(root)
     args = ModelArgs.from_hf_config(config)
-    state = _read_weights(root, dtype, device, arch_for(config).tensor_name)
+    state = read_weights(root, dtype, device, arch_for(config).tensor_name)
     check_finite(state.items(), root)
     if args.tie_word_embeddings and "model.embed_tokens.weight" in state:
         # Tied checkpoints omit lm_head.weight; it is the embedding matrix.
@@ -96,8 +100,8 @@ def _weight_files(root: Path) -> list[Path]:
     )
 
 
-def _read_weights(root: Path, dtype: torch.dtype, device, rename=lambda key: key) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint under its Transformer name (`rename`: the family's name map)."""
+def read_weights(root: Path, dtype: torch.dtype, device, rename=lambda key: key) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint under its Transformer name (`rename`: the family's `tensor_name`)."""
     state = {}
     for file in _weight_files(root):
         try:

@@ -1,4 +1,5 @@
-"""Hugging Face exports of a distilled drafter, in the source checkpoint's layout (Dream config preserved).
+"""Hugging Face exports of a distilled drafter, in the source checkpoint's layout (its config.json preserved, its
+tensor names restored by the family's `source_name`: models/archs/, models/hf.save_hf_drafter).
 
 Non-finite weights are never exported: a diverged checkpoint or model stops the export with one line.
 """
@@ -20,7 +21,8 @@ def export_drafter(module, out_dir: str | Path, source_dir: str | Path, tokenize
     """Write the drafter of a `DistillModule`; returns {"drafter": dir loadable by load_transformer, ...}.
 
     Full fine-tuning: out_dir/drafter. LoRA: the PEFT adapter in out_dir/adapter and the merged weights in
-    out_dir/drafter. Merging happens in place (the module's model is plain Qwen2 afterwards): export last.
+    out_dir/drafter. Merging happens in place (the module's model is the plain training-view class
+    afterwards, e.g. Qwen2ForCausalLM): export last.
     """
     out, source_dir = Path(out_dir), Path(source_dir)
     source_config = read_config(source_dir)

@@ -1,24 +1,46 @@
-"""What a checkpoint family is to this framework: how its config.json and tensor names map onto `Transformer`.
+"""What a checkpoint family is to this framework: how its config.json and tensor names map onto `Transformer`
+for decoding, and which transformers class it is trained as.
 
-`Transformer` (models/transformer.py) uses Hugging Face Qwen2/LLaMA parameter names; a family whose checkpoints
-use other names (LLaDA) renames them at load time. Fields common to several families are read here.
+`Transformer` (models/transformer.py) and the transformers classes of the training views use the same Hugging Face
+Qwen2/LLaMA parameter names; a family whose checkpoints use other names (LLaDA) renames them on the way in
+(`tensor_name`) and back on export (`source_name`). Fields common to several families are read here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from specdiff2.errors import CheckpointError
+
+
+def same_name(key: str) -> str:
+    """The rename of a family whose checkpoints already use the Hugging Face Qwen2/LLaMA names."""
+    return key
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a family is trained: as a transformers class whose parameter names are `Transformer`'s.
+
+    That class brings what training needs and the inference `Transformer` does not have: module names PEFT targets
+    and adapters the hub model loads, gradient checkpointing, ZeRO-3 construction. `config` builds its config from
+    the checkpoint's config.json, after the family's `model_args` has refused what decoding would get wrong.
+    """
+    model_class: str  # a class of the `transformers` package, e.g. "Qwen2ForCausalLM"
+    config: Callable[[dict], Any]  # config.json dict -> that class's config object
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str  # the config.json model_type, as the hub writes it
     model_args: Callable[[dict], dict]  # config.json dict -> ModelArgs keyword arguments
-    tensor_name: Callable[[str], str | None] = lambda key: key  # checkpoint name -> Transformer name (None: skip)
+    tensor_name: Callable[[str], str | None] = same_name  # checkpoint name -> Transformer name (None: skip)
     logit_shift: bool = False  # diffusion drafters: logits at i−1 predict token i (Dream) or at i (LLaDA)
     bidirectional: bool = False  # trained without a causal mask (diffusion drafters)
+    training: Training | None = None  # None: decode only (training it is refused in one line)
+    source_name: Callable[[str], str] = same_name  # Transformer name -> checkpoint name: tensor_name's inverse
 
 
 def field(cfg: dict, name: str):
@@ -74,3 +96,4 @@ def hf_decoder_args(cfg: dict, model_type: str, qkv_bias: bool, o_bias: bool = F
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
     )
+
