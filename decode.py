@@ -23,28 +23,18 @@ def main(cfg: DictConfig) -> None:
         from hydra.utils import instantiate
 
         from specdiff2.data.prompts import load_prompts
-        from specdiff2.decode.loading import check_vocabularies
-        from specdiff2.decode.run import build_engine, pick_device, print_summary, run_prompts
-        from specdiff2.decode.sampling import SamplingParams
+        from specdiff2.decode.run import print_summary, run_prompts
         from specdiff2.pocket.world import ensure_pocket_world
 
-        sampling = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p)
-        rule = instantiate(cfg.acceptance)  # refuses non-lossless choices (greedy at T > 0, ...) up front
-        verifier_ref = instantiate(cfg.verifier)
-        used = [verifier_ref] + [instantiate(m.ref) for m in cfg.decode.models.values() if "ref" in m]
-        for ref in used:  # fail fast, before any pocket build, on real checkpoints that are absent
-            if not ref.pocket:
-                ref.resolve()
-        check_vocabularies(verifier_ref, used[1:])  # tokenizers only: a mismatched pair fails before weights load
-        if any(r.pocket for r in used):
+        job = instantiate(cfg.job)  # the acceptance rule is built here: non-lossless choices fail up front
+        job.check_checkpoints()  # absent real checkpoints, mismatched tokenizers: one line before any pocket build
+        if job.uses_pocket:
             ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
         prompts = load_prompts(instantiate(cfg.data.prompts))
-        models = instantiate(cfg.decode.models, _convert_="all")  # name -> loader(ctx): built by build_engine
-        engine = build_engine(verifier_ref, instantiate(cfg.decode.strategy), models, rule, sampling,
-                              pick_device(cfg.device), cfg.max_seq_len, cfg.seed, cfg.compile, cfg.kernels)
+        engine = job.build()
         out_dir = Path(HydraConfig.get().runtime.output_dir)
-        summary = run_prompts(engine, prompts, cfg.max_new_tokens, out_dir, cfg.decode.method, cfg.warmup)
-        print_summary(summary, f"{cfg.decode.method} on {cfg.data.name} ({len(prompts)} prompts) → {out_dir}")
+        summary = run_prompts(engine, prompts, cfg.max_new_tokens, out_dir, job.method, cfg.warmup)
+        print_summary(summary, f"{job.method} on {cfg.data.name} ({len(prompts)} prompts) → {out_dir}")
 
 if __name__ == "__main__":
     run_main(main, CONF_DIR, "decode")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 import os
 import sys
 import warnings
@@ -17,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from specdiff2.errors import ConfigError, SpecDiffError
+from specdiff2.errors import ConfigError, SpecDiffError, is_int, is_real
 
 # Framework chatter repeated on every run (issue 13, item 13): matched narrowly, by message.
 QUIET_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
@@ -239,7 +238,7 @@ Rule = Callable[[Any], "str | None"]  # value -> what it should be (None: fine)
 
 def _int(minimum: int | None = None) -> Rule:
     def rule(value):
-        ok = isinstance(value, int) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+        ok = is_int(value, minimum)
         return None if ok else f"set an integer{'' if minimum is None else f' >= {minimum}'}"
     return rule
 
@@ -250,8 +249,7 @@ def _bool(value) -> str | None:
 
 def _number(minimum: float, exclusive: bool = False) -> Rule:
     def rule(value):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-            and (value > minimum if exclusive else value >= minimum)
+        ok = is_real(value, minimum, exclusive)
         return None if ok else f"set a number {'>' if exclusive else '>='} {minimum}"
     return rule
 

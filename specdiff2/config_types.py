@@ -16,7 +16,7 @@ from typing import Any
 
 from specdiff2.errors import ConfigError
 
-CHECKED = ("decode.strategy", "decode.models", "acceptance")  # the decode nodes users set fields of
+CHECKED = ("decode.strategy", "decode.models", "acceptance", "job.sampling")  # decode nodes users set fields of
 WANTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "None": "null"}
 
 
@@ -70,7 +70,7 @@ def _interpolation(value: Any) -> bool:
 
 
 def _source(key: str, raw_value: Any) -> str:
-    """The key a user sets: `temperature` for acceptance.temperature: ${temperature}."""
+    """The key a user sets: `temperature` for job.sampling.temperature: ${temperature}."""
     if _interpolation(raw_value) and raw_value.endswith("}"):
         inner = raw_value[2:-1]
         return inner if inner.replace(".", "").replace("_", "").isalnum() else key

@@ -27,7 +27,7 @@ CONF = ROOT / "conf"
     (["decode.models.drafter.cache=5"], "decode.models.drafter.cache=5; set a string"),
     (["decode=diffuspec", "decode/proxy@decode.models.proxy=ngram", "decode.models.proxy.order=x"],
      "decode.models.proxy.order='x'; set an integer"),
-    (["acceptance=tree", "temperature=hot"], "temperature='hot'; set a number"),  # acceptance.temperature: ${temperature}
+    (["acceptance=tree", "temperature=hot"], "temperature='hot'; set a number"),  # job.sampling.temperature: ${temperature}
     (["drafter=dream", "drafter.path=/x", "drafter.mask_token_id=abc"], "drafter.mask_token_id='abc'; set an integer or null"),
     (["+decode.strategy.gama=8"], "decode.strategy.gama is not a setting of SpecDiffStrategy (it takes: gamma, steps, proposal)"),
 ])

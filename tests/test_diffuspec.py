@@ -67,7 +67,7 @@ GREEDY = SamplingParams()
 
 def prepared(world, s, params=GREEDY):
     """`s` prepared by an engine (the verifier's stop ids, layout, proxy) and the engine itself."""
-    return DecodeEngine(world[1], world[2], s, auto_rule(params.temperature), params)
+    return DecodeEngine(world[1], world[2], s, auto_rule(params), params)
 
 
 def step_of(s, prompt: list[int], budget: int) -> StepInput:

@@ -31,7 +31,7 @@ from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
 from specdiff2.decode.strategies.base import DraftStrategy, Stateless, StepInput, clamp_limit
 from specdiff2.decode.strategies.self_select import SelfSelectStrategy
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.errors import SpecDiffError
+from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.refs import CheckpointRef
 from tests.nosync import engine_step_syncs
 from tests.stats import chi2_fits, first_two_counts, first_two_law
@@ -58,7 +58,7 @@ def ctx_of(world):
 
 def engine(world, strategy, temperature=0.0, top_k=0, seed=0):
     _, verifier, tok = world
-    return DecodeEngine(verifier, tok, strategy, auto_rule(temperature), SamplingParams(temperature, top_k), seed=seed)
+    return DecodeEngine(verifier, tok, strategy, auto_rule(SamplingParams(temperature)), SamplingParams(temperature, top_k), seed=seed)
 
 
 def prompts(tok, n=4):
@@ -234,7 +234,7 @@ def test_strategies_and_rules_conform_to_their_protocols(world):
         def state_tensors(self): ...
 
     assert not isinstance(NoObserve(), DraftStrategy)
-    assert all(isinstance(r, AcceptanceRule) for r in (GreedyRule(), RejectionRule(), TreeRule(0.0), StreakProxyRule()))
+    assert all(isinstance(r, AcceptanceRule) for r in (GreedyRule(), RejectionRule(), TreeRule(), StreakProxyRule()))
 
 
 def _tiny_overrides(w) -> list[str]:
@@ -245,20 +245,46 @@ def _tiny_overrides(w) -> list[str]:
 DECODE_OPTIONS = sorted(p.stem for p in (ROOT / "conf" / "decode").glob("*.yaml"))  # a new strategy YAML is tested
 
 
+def _method_overrides(w, method: str, tmp_path) -> list[str]:
+    """A conf/decode option at a small size for the tiny world (DiffuSpec: the corpus n-gram proxy, ADL in [2, 6])."""
+    if method != "diffuspec":
+        return [f"decode={method}"]
+    return [f"decode={method}", "decode/proxy@decode.models.proxy=ngram", f"decode.models.proxy.source={w.tokens}",
+            f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
+            "decode.strategy.gamma=4", "decode.strategy.gamma_min=2", "decode.strategy.gamma_max=6"]
+
+
 @pytest.mark.parametrize("method", DECODE_OPTIONS)
 def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_reference, method, tmp_path):
     """Every conf/decode option + its conf/acceptance default: the factory builds the models, the strategy receives
     them, and the output is the verifier's greedy output."""
     w = world[0]
-    extra = ["decode/proxy@decode.models.proxy=ngram", f"decode.models.proxy.source={w.tokens}",
-             f"decode.models.proxy.cache_path={tmp_path / 'ng.safetensors'}",
-             "decode.strategy.gamma=4", "decode.strategy.gamma_min=2", "decode.strategy.gamma_max=6"] if method == "diffuspec" else []
-    cfg = compose("decode", [f"decode={method}", *_tiny_overrides(w), *extra])
+    cfg = compose("decode", [*_tiny_overrides(w), *_method_overrides(w, method, tmp_path)])
     eng = engine_from_config(cfg)
     assert isinstance(eng.strategy, DraftStrategy) and eng.strategy.name == cfg.decode.method
     assert isinstance(eng.rule, TreeRule if method == "self_select" else GreedyRule)
     p, reference = next(iter(greedy_reference.items()))
     assert eng.generate(list(p), 12).token_ids == reference[:12]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", DECODE_OPTIONS)
+def test_every_decode_config_samples_the_verifier_law(world, method, tmp_path):
+    """Every conf/decode option + its conf/acceptance default at T = 1, top-k 3, with the copying (causal-prefix)
+    drafter so that drafts are accepted: χ² on the joint of the first two committed tokens against p(x1)·p(x2|x1).
+    A new strategy YAML is tested here too, or fails."""
+    w, verifier, tok = world
+    over = [*_tiny_overrides(w), f"drafter.path={w.causal_drafter}", *_method_overrides(w, method, tmp_path),
+            "temperature=1.0", "top_k=3"]
+    if method in ("specdiff", "self_select", "tree"):  # the full window (16) costs time, not coverage
+        over.append("decode.strategy.gamma=4")
+    eng = engine_from_config(compose("decode", over), verifier, tok)
+    prompt = prompts(tok, 1)[0]
+    cells, law = first_two_law(verifier.model, eng.sampling, prompt)
+    counts, gens = first_two_counts(eng, prompt, cells, 300)
+    assert chi2_fits(counts, law)
+    if method != "ar":
+        assert sum(g.steps[0][0] > 0 for g in gens) > 30  # drafts were accepted, not only corrections
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -269,18 +295,26 @@ def test_every_decode_config_builds_an_engine_with_built_models(world, greedy_re
 def test_acceptance_configs_refuse_lossy_combinations_at_build_time(overrides, needle):
     cfg = compose("decode", overrides)
     with pytest.raises(Exception) as err:
-        instantiate(cfg.acceptance)
+        instantiate(cfg.job)  # what decode.py does first: the rule is built from the job's SamplingParams
     user = _user_error(err.value)
     assert user is not None and needle in str(user) and "\n" not in str(user)
+
+
+def test_engine_refuses_a_hand_built_greedy_rule_at_positive_temperature(world):
+    """Temperature enters once (SamplingParams); a greedy-only rule paired with T > 0 by hand fails in one line."""
+    verifier, tok = world[1], world[2]
+    for rule, needle in ((GreedyRule(), "acceptance=greedy"), (StreakProxyRule(), "acceptance=streak_proxy")):
+        with pytest.raises(ConfigError, match=f"{needle} at temperature 0.5 is biased"):
+            DecodeEngine(verifier, tok, Autoregressive(), rule, SamplingParams(0.5))
 
 
 @pytest.mark.parametrize("option,rule", [("auto", GreedyRule), ("tiny", GreedyRule), ("greedy", GreedyRule),
                                          ("rejection", RejectionRule), ("tree", TreeRule),
                                          ("streak_proxy", StreakProxyRule)])
 def test_acceptance_options_build_their_rule(option, rule):
-    assert type(instantiate(compose("decode", [f"acceptance={option}"]).acceptance)) is rule
+    assert type(instantiate(compose("decode", [f"acceptance={option}"]).job).rule) is rule
     if option == "auto":
-        assert type(instantiate(compose("decode", ["acceptance=auto", "temperature=0.5"]).acceptance)) is RejectionRule
+        assert type(instantiate(compose("decode", ["acceptance=auto", "temperature=0.5"]).job).rule) is RejectionRule
 
 
 @pytest.mark.parametrize("kind,kwargs", [("sd_ar", dict(gamma=3)), ("specdiff", dict(gamma=4, steps=2)),
@@ -292,7 +326,7 @@ def test_a_step_never_syncs_with_the_host(world, kind, kwargs, temperature):
     assert engine_step_syncs(eng, prompts(world[2], 1)[0]) == []
     assert engine_step_syncs(engine(world, Autoregressive(), temperature=temperature), [5, 6]) == []
     tree = SelfSelectStrategy(load_diffusion_drafter(ref(world[0], "causal_drafter"), ctx_of(world)), gamma=3, k=3)
-    tree_engine = DecodeEngine(world[1], world[2], tree, TreeRule(temperature), SamplingParams(temperature))
+    tree_engine = DecodeEngine(world[1], world[2], tree, TreeRule(), SamplingParams(temperature))
     assert engine_step_syncs(tree_engine, prompts(world[2], 1)[0]) == []  # K chains, commit by copy
 
 

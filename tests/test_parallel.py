@@ -47,7 +47,7 @@ def decode_all(world_paths: dict, max_seq_len: int = 128) -> dict:
     ctx = engine_context(verifier, tok)
     out = {"logits": logits.tolist()}
     for name, make in _methods(world_paths, ctx).items():
-        engine = DecodeEngine(verifier, tok, make(), auto_rule(0.0), SamplingParams(0.0), seed=0)
+        engine = DecodeEngine(verifier, tok, make(), auto_rule(SamplingParams()), SamplingParams(0.0), seed=0)
         out[name] = [engine.generate(tok(t, add_special_tokens=False)["input_ids"], 20).token_ids for t in TEXTS]
     return out
 

@@ -18,8 +18,10 @@ from specdiff2.decode.rules import (
     StreakProxyRule,
     TreeRule,
     auto_rule,
+    check_rule,
     greedy_rule,
     streak_proxy_rule,
+    tree_rule,
 )
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
@@ -32,7 +34,7 @@ from tests.stats import chi2_fits, first_two_counts, first_two_law
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class Foo:\n    def __init__(self",
            "for i in range(10):\n"]
-RULES = {"tree": TreeRule, "streak_proxy": streak_proxy_rule}  # the acceptance options self_select is used with
+RULES = {"tree": tree_rule, "streak_proxy": streak_proxy_rule}  # the acceptance options self_select is used with
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +54,13 @@ def strategy(world, **kwargs):
 
 
 def engine(world, strat, temperature=0.0, top_k=0, acceptance="tree"):
-    return DecodeEngine(world[1], world[2], strat, RULES[acceptance](temperature), SamplingParams(temperature, top_k))
+    sampling = SamplingParams(temperature, top_k)
+    return DecodeEngine(world[1], world[2], strat, RULES[acceptance](sampling), sampling)
 
 
 @pytest.fixture(scope="module")
 def greedy_reference(world):
-    ar = DecodeEngine(world[1], world[2], Autoregressive(), auto_rule(0.0), SamplingParams())
+    ar = DecodeEngine(world[1], world[2], Autoregressive(), auto_rule(SamplingParams()), SamplingParams())
     return {tuple(p): ar.generate(p, 24).token_ids for p in world[3]}
 
 
@@ -155,7 +158,7 @@ def test_sampled_tokens_follow_the_verifier(world, samples):
     w, verifier, tok, prompts = world
     params = SamplingParams(1.0, 3)
     strat = strategy(world, gamma=2, k=4, drafter_temperature=1.5, drafter_top_k=3)
-    eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
+    eng = DecodeEngine(verifier, tok, strat, TreeRule(), params)
     prompt = prompts[1]  # a context where the hot top-3 drafts differ (after `return` they mostly coincide)
     cells, law = first_two_law(verifier.model, params, prompt)
     counts, gens = first_two_counts(eng, prompt, cells, samples, max_new=3)
@@ -260,8 +263,8 @@ def test_streak_proxy_picks_the_best_streak_and_accepts_greedily():
 def test_bad_inputs_give_one_line_errors(world):
     """Lossy acceptance choices are refused when the rule is built (conf/acceptance), before any decoding."""
     cases = [
-        (lambda: streak_proxy_rule(0.7), "temperature 0.7 is biased"),
-        (lambda: greedy_rule(0.7), "acceptance=rejection"),
+        (lambda: streak_proxy_rule(SamplingParams(0.7)), "temperature 0.7 is biased"),
+        (lambda: greedy_rule(SamplingParams(0.7)), "acceptance=rejection"),
         (lambda: SelfSelectStrategy(None, k=0), "k=0"),
         (lambda: SelfSelectStrategy(None, gamma=0), "gamma"),
         (lambda: SelfSelectStrategy(None, drafter_temperature=-1.0), "drafter_temperature"),
@@ -270,8 +273,8 @@ def test_bad_inputs_give_one_line_errors(world):
         with pytest.raises(SpecDiffError) as err:
             fn()
         assert needle in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="streak_proxy"):
-        StreakProxyRule()(Draft.empty(torch.tensor(0)), torch.zeros(1, 4), SamplingParams(1.0), None)
+    with pytest.raises(ConfigError, match="acceptance=streak_proxy at temperature 1.0 is biased"):
+        check_rule(StreakProxyRule(), SamplingParams(1.0))  # the engine's check of hand-built pairs
 
 
 @pytest.mark.slow  # 14 s; the deterministic cut test below and the exact law with a cut stay in the default suite
@@ -288,7 +291,7 @@ def test_sampled_tokens_follow_the_verifier_at_the_context_limit(world, samples)
     verifier, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), torch.device("cpu"), len(prompt) + 3)
     params = SamplingParams(1.0, 3)
     strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=2.0, drafter_top_k=2)
-    eng = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params)
+    eng = DecodeEngine(verifier, tok, strat, TreeRule(), params)
     cells, law = first_two_law(verifier.model, params, prompt)
     counts, gens = first_two_counts(eng, prompt, cells, samples, max_new=8)
     assert all(len(g.token_ids) <= 3 for g in gens)
@@ -316,5 +319,5 @@ def test_the_depth_cut_near_the_context_limit_ignores_the_drawn_drafts(world, gr
     monkeypatch.setattr("specdiff2.decode.strategies.self_select.sample_drafts", forced)
     strat = SelfSelectStrategy(drafter(world), gamma=6, k=2, drafter_temperature=1.0)
     params = SamplingParams(1.0, 1)
-    gen = DecodeEngine(verifier, tok, strat, TreeRule(params.temperature), params).generate(prompt, 8)
+    gen = DecodeEngine(verifier, tok, strat, TreeRule(), params).generate(prompt, 8)
     assert gen.token_ids == truth[:3] and gen.steps[0] == (2, 3)

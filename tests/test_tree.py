@@ -40,7 +40,7 @@ def drafter(world, name="causal_drafter"):
 
 @pytest.fixture(scope="module")
 def greedy_reference(world):
-    ar = DecodeEngine(world[1], world[2], Autoregressive(), auto_rule(0.0), SamplingParams())
+    ar = DecodeEngine(world[1], world[2], Autoregressive(), auto_rule(SamplingParams()), SamplingParams())
     return {tuple(p): ar.generate(p, 24).token_ids for p in world[3]}
 
 
@@ -118,7 +118,7 @@ def test_sampled_match_has_the_verifier_law_for_any_fixed_tree():
                                     dict(source="samples", k=3, drafter_temperature=1.5)])
 def test_greedy_output_equals_verifier_greedy(world, greedy_reference, kwargs):
     eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=6, branch=3, **kwargs),
-                       auto_rule(0.0), SamplingParams())
+                       auto_rule(SamplingParams()), SamplingParams())
     for p, ref in greedy_reference.items():
         gen = eng.generate(list(p), 24)
         assert gen.token_ids == ref
@@ -130,7 +130,7 @@ def test_the_context_limit_keeps_greedy_output(world, greedy_reference):
     prompt = list(next(iter(greedy_reference)))
     for room in (2, 5):
         verifier, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), CPU, len(prompt) + room)
-        gen = DecodeEngine(verifier, tok, TreeStrategy(drafter(world), gamma=6, nodes=16), auto_rule(0.0),
+        gen = DecodeEngine(verifier, tok, TreeStrategy(drafter(world), gamma=6, nodes=16), auto_rule(SamplingParams()),
                            SamplingParams()).generate(prompt, 64)
         assert gen.token_ids == greedy_reference[tuple(prompt)][: len(gen.token_ids)] and len(gen.token_ids) == room
 
@@ -158,7 +158,7 @@ def test_sampled_tokens_follow_the_verifier(world, kind):
 def test_a_tree_step_never_syncs_with_the_host(world, temperature):
     for kwargs in (dict(nodes=12), dict(source="samples", k=3)):
         eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=4, **kwargs),
-                           auto_rule(temperature), SamplingParams(temperature))
+                           auto_rule(SamplingParams(temperature)), SamplingParams(temperature))
         assert engine_step_syncs(eng, world[3][0]) == []
 
 
@@ -178,7 +178,7 @@ def test_a_small_tree_with_an_exact_cache_drafter_sees_every_committed_token(wor
     w, verifier, tok, prompts = world
     strategy = TreeStrategy(load_diffusion_drafter(CheckpointRef("drafter", str(w.drafter), logit_shift=True),
                                                    engine_context(verifier, tok), "exact"), gamma=6, nodes=2)
-    eng = DecodeEngine(verifier, tok, strategy, auto_rule(0.0), SamplingParams(), kv_step=8)
+    eng = DecodeEngine(verifier, tok, strategy, auto_rule(SamplingParams()), SamplingParams(), kv_step=8)
     for length in range(7, 40):
         kv = eng._bucket(length)
         assert kv - strategy.gamma >= length and kv <= verifier.cache_len

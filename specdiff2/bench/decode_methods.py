@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from specdiff2.bench.common import compose, sampling_of
+from specdiff2.bench.common import compose
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_verifier
@@ -76,15 +76,14 @@ class SharedModels:
         self.built: dict[str, object] = {}
 
     def engine(self, cfg) -> DecodeEngine:
-        models = {}
+        job = instantiate(cfg.job)
+        built = {}
         for name, node in cfg.decode.models.items():
             key = OmegaConf.to_yaml(node, resolve=True)
             if key not in self.built:
-                self.built[key] = instantiate(node, _convert_="all")(ctx=self.ctx)
-            models[name] = self.built[key]
-        strategy = instantiate(cfg.decode.strategy)(**models)
-        return DecodeEngine(self.verifier, self.tokenizer, strategy, instantiate(cfg.acceptance), sampling_of(cfg),
-                            cfg.seed)
+                self.built[key] = job.models[name](ctx=self.ctx)
+            built[name] = self.built[key]
+        return job.build(self.verifier, self.tokenizer, built)
 
 
 def generate_all(engine: DecodeEngine, prompts: list[tuple[str, list[int]]], max_new: int, seed: int,
@@ -95,6 +94,8 @@ def generate_all(engine: DecodeEngine, prompts: list[tuple[str, list[int]]], max
             engine.generate(ids, max_new)
     elif warmup == "one":
         engine.generate(prompts[0][1], min(16, max_new))
+    elif warmup == "longest":  # the longest prompt at the timed length: the largest live-cache buckets, 1/n the cost
+        engine.generate(max((ids for _, ids in prompts), key=len), max_new)
     gens = [engine.generate(ids, max_new, seed=seed + i) for i, (_, ids) in enumerate(prompts)]
     tok = engine.tokenizer
     per_prompt = [{"id": pid, "token_ids": g.token_ids, "pieces": [tok.decode([t]) for t in g.token_ids],
@@ -168,13 +169,14 @@ class Sweep:
                         f"arm of this run ({', '.join(self.drafter_paths) or 'none'}); add it to arms or use pocket",
                         ConfigError)
                 over.append(f"drafter.path={self.drafter_paths[drafter]}")
-            engine = self.models.engine(compose("decode", over))
+            cfg = compose("decode", over)
+            engine = self.models.engine(cfg)
         except Exception as err:  # noqa: BLE001 — a broken method must not stop the run: the row says why
             for s in sets:
                 self._append(self._row(grid, drafter, method, s, temperature) | {"error": _err(err)})
             return
-        for s in sets:
-            row = self._row(grid, drafter, method, s, temperature)
+        for s in sets:  # the resolved fields beside the override string: what the report reads (issue 23)
+            row = self._row(grid, drafter, method, s, temperature) | {"config": resolved_fields(cfg)}
             try:
                 summary, per_prompt = generate_all(engine, self.prompts[s], self.spec["max_new_tokens"],
                                                    self.spec.get("seed", 0), self.spec.get("warmup", "one"))

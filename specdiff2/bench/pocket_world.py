@@ -13,12 +13,8 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from specdiff2.bench.common import compose
+from specdiff2.bench.common import compose, engine_from_config
 from specdiff2.data.prompts import PromptSource, load_prompts
-from specdiff2.decode.rules import GreedyRule
-from specdiff2.decode.run import build_engine, pick_device
-from specdiff2.decode.sampling import SamplingParams
-from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.pocket.world import ensure_pocket_world
 from specdiff2.report import print_world
 
@@ -32,9 +28,8 @@ def main() -> None:
     cfg = compose("decode", args.overrides)
     world = ensure_pocket_world(instantiate(cfg.pocket), cfg.paths.pocket_dir)
     print_world(world)
-    ref = instantiate(cfg.verifier)
-    device = pick_device("auto")
-    engine = build_engine(ref, Autoregressive, {}, GreedyRule(), SamplingParams(), device, cfg.max_seq_len)
+    engine = engine_from_config(compose("decode", [*args.overrides, "decode=ar", "temperature=0"]))
+    device = engine.device
     prompt = load_prompts(PromptSource("humaneval", cfg.paths.data_dir, limit=1))[0]
     ids = engine.tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
     gen = engine.generate(ids, args.max_new_tokens)

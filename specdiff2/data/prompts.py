@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specdiff2.data.heldout import heldout_functions
-from specdiff2.errors import ConfigError, DataError
+from specdiff2.errors import ConfigError, DataError, is_int
 
 # Spec-Bench's question.jsonl stores its MT-bench task under MT-bench's own 8 categories
 MT_BENCH = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
@@ -26,10 +26,6 @@ class Prompt:
     id: str
     text: str
     chat: bool = False  # encode as one user turn in the verifier's chat template (models.tokenizer.encode_prompt)
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 @dataclass
@@ -51,7 +47,7 @@ class PromptSource:
     chat_template: bool = False  # data.chat_template: Instruct verifiers see each prompt as a chat user turn
 
     def __post_init__(self):
-        if not (self.limit is None or _count(self.limit)) or not _count(self.offset):
+        if not (self.limit is None or is_int(self.limit, 0)) or not is_int(self.offset, 0):
             raise ConfigError(f"data.prompts.limit={self.limit!r} / data.prompts.offset={self.offset!r}; set "
                               "integers >= 0 (limit null: every prompt)")
 

@@ -20,7 +20,7 @@ import torch
 from specdiff2.decode.draft import Draft, take
 from specdiff2.decode.metrics import DecodeStats, PhaseTimer
 from specdiff2.decode.rng import CounterRNG
-from specdiff2.decode.rules import AcceptanceRule
+from specdiff2.decode.rules import AcceptanceRule, check_rule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.base import DraftStrategy, EngineContext, StepInput
 from specdiff2.decode.verifier import Verifier
@@ -53,7 +53,8 @@ class DecodeEngine:
     def __init__(self, verifier: Verifier, tokenizer, strategy: DraftStrategy, rule: AcceptanceRule,
                  sampling: SamplingParams, seed: int = 0, max_positions: int = 64, kv_step: int = 256):
         self.verifier, self.tokenizer, self.strategy, self.sampling = verifier, tokenizer, strategy, sampling
-        self.rule = rule  # built and checked against the temperature by conf/acceptance (decode/rules.py)
+        check_rule(rule, sampling)  # a greedy-only rule at T > 0 is biased, however the pair was built
+        self.rule = rule
         self.device = verifier.device
         self.seed, self.kv_step = seed, kv_step
         self.eos_ids = stop_ids(tokenizer)  # EOS + generation_config.json's (Qwen2.5-Instruct: <|im_end|>, <|endoftext|>)

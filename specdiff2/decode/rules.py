@@ -7,8 +7,9 @@ The tensor math lives in `acceptance.py` (pure functions); a rule only walks the
 Verifier logits row 0 belongs to the last committed token (it predicts depth 1); row n+1 to node n.
 
 Rules are built once, before decoding, by the `conf/acceptance/` group (auto, greedy, rejection, tree,
-streak_proxy). The builders take the verifier temperature and refuse the combinations that are not lossless,
-so a bad choice fails at start-up with one line instead of mid-run.
+streak_proxy): each builder takes the decode job's one `SamplingParams` and refuses the combinations that are not
+lossless, so a bad choice fails at start-up with one line instead of mid-run. A rule that is exact only at
+temperature 0 says `greedy_only = True`; the engine refuses it at T > 0 however it was built (`check_rule`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def greedy_tree(draft: Draft, argmax: torch.Tensor) -> tuple[torch.Tensor, torch
 
 class GreedyRule:
     """Temperature 0: keep the longest path equal to the verifier argmax, plus its next argmax."""
+
+    greedy_only = True
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         zero = draft.limit.new_zeros(())
@@ -135,11 +138,9 @@ class TreeRule:
     sampling otherwise (lossless for every K). Records which draft won in draft.info (winner, winner_not_first).
     """
 
-    def __init__(self, temperature: float):
-        self.rule = auto_rule(temperature)
-
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
-        winner, n, next_token = self.rule(draft, verifier_logits, sampling, generator)
+        rule = GreedyRule() if sampling.greedy else RejectionRule()  # sampling is fixed per engine: a static choice
+        winner, n, next_token = rule(draft, verifier_logits, sampling, generator)
         if draft.size:
             draft.info.update(winner=winner.float(), winner_not_first=(winner > 0).float())
         return winner, n, next_token
@@ -155,9 +156,9 @@ class StreakProxyRule:
     then min(1, p/q) on it, is not lossless): refused there.
     """
 
+    greedy_only = True
+
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
-        if sampling.temperature != 0:
-            raise ConfigError("acceptance=streak_proxy is only lossless at temperature 0; use acceptance=tree")
         zero = draft.limit.new_zeros(())
         if draft.size == 0:
             return zero, zero, verifier_logits[0].argmax()
@@ -175,22 +176,41 @@ class StreakProxyRule:
         return best, n[0], next_token[0]
 
 
-# --- builders (conf/acceptance/*.yaml) ---------------------------------------------------------------------
+# --- builders (conf/acceptance/*.yaml): each gets the decode job's SamplingParams ------------------------
 
 
-def greedy_rule(temperature: float) -> GreedyRule:
-    if temperature != 0:
-        raise ConfigError("acceptance=greedy is only lossless at temperature 0; use acceptance=rejection")
-    return GreedyRule()
+def check_rule(rule: AcceptanceRule, sampling: SamplingParams) -> None:
+    """One line for a rule that is not lossless at this temperature (the engine calls it for hand-built pairs)."""
+    if getattr(rule, "greedy_only", False) and not sampling.greedy:
+        name = {GreedyRule: "acceptance=greedy", StreakProxyRule: "acceptance=streak_proxy"}.get(
+            type(rule), type(rule).__name__)
+        fix = "acceptance=tree" if isinstance(rule, StreakProxyRule) else "acceptance=rejection (or auto)"
+        why = " (picking a draft by p, then min(1, p/q) on it, is not lossless)" if isinstance(
+            rule, StreakProxyRule) else ""
+        raise ConfigError(f"{name} at temperature {sampling.temperature} is biased{why}; use {fix} or temperature=0")
 
 
-def auto_rule(temperature: float) -> GreedyRule | RejectionRule:
+def _checked(rule: AcceptanceRule, sampling: SamplingParams) -> AcceptanceRule:
+    check_rule(rule, sampling)
+    return rule
+
+
+def greedy_rule(sampling: SamplingParams) -> GreedyRule:
+    return _checked(GreedyRule(), sampling)
+
+
+def rejection_rule(sampling: SamplingParams) -> RejectionRule:
+    return RejectionRule()  # lossless at every temperature
+
+
+def auto_rule(sampling: SamplingParams) -> GreedyRule | RejectionRule:
     """Greedy acceptance at temperature 0, rejection sampling otherwise."""
-    return GreedyRule() if temperature == 0 else RejectionRule()
+    return GreedyRule() if sampling.greedy else RejectionRule()
 
 
-def streak_proxy_rule(temperature: float) -> StreakProxyRule:
-    if temperature != 0:
-        raise ConfigError(f"acceptance=streak_proxy at temperature {temperature} is biased (picking a draft by p, "
-                          "then min(1, p/q) on it, is not lossless); use acceptance=tree or temperature=0")
-    return StreakProxyRule()
+def tree_rule(sampling: SamplingParams) -> TreeRule:
+    return TreeRule()
+
+
+def streak_proxy_rule(sampling: SamplingParams) -> StreakProxyRule:
+    return _checked(StreakProxyRule(), sampling)

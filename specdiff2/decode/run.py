@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -13,14 +12,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.loading import engine_context, load_verifier
 from specdiff2.decode.metrics import aggregate, format_hist
-from specdiff2.decode.rules import AcceptanceRule
-from specdiff2.decode.sampling import SamplingParams
-from specdiff2.decode.verifier import Verifier
 from specdiff2.errors import ConfigError, SpecDiffError
 from specdiff2.models.parallel import launched_world
-from specdiff2.models.refs import CheckpointRef
 from specdiff2.models.tokenizer import encode_prompt
 from specdiff2.tables import print_wide
 
@@ -51,26 +45,6 @@ def check_ranks_agree(token_ids: list[int]) -> None:
     if any(not torch.equal(g, gathered[0]) for g in gathered):
         raise ConfigError("tensor-parallel ranks produced different tokens (non-deterministic drafter kernels?); "
                           "rerun with compile=eager or report this run")
-
-
-def build_engine(verifier_ref: CheckpointRef, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
-                 sampling: SamplingParams, device: torch.device, max_seq_len: int, seed: int = 0,
-                 compile: str = "auto", kernels: str = "auto") -> DecodeEngine:
-    """Load the verifier, then `engine_for` (conf: verifier, decode.strategy, decode.models, acceptance)."""
-    verifier, tokenizer = load_verifier(verifier_ref, device, max_seq_len, compile, kernels)
-    return engine_for(verifier, tokenizer, strategy, models, rule, sampling, seed)
-
-
-def engine_for(verifier: Verifier, tokenizer, strategy: Callable, models: dict[str, Callable], rule: AcceptanceRule,
-               sampling: SamplingParams, seed: int = 0) -> DecodeEngine:
-    """An engine on an already loaded verifier (benches share one across methods).
-
-    strategy: the strategy class with its knobs bound, missing only its models (Hydra `_partial_`).
-    models: strategy argument name -> loader called with the EngineContext (drafters, DiffuSpec's proxy).
-    """
-    ctx = engine_context(verifier, tokenizer)
-    built = {name: load(ctx=ctx) for name, load in models.items()}
-    return DecodeEngine(verifier, tokenizer, strategy(**built), rule, sampling, seed)
 
 
 def run_prompts(engine: DecodeEngine, prompts, max_new_tokens: int, out_dir: Path, method: str,

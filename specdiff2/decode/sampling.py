@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from specdiff2.decode.rng import exponential_like
-from specdiff2.errors import ConfigError, require
+from specdiff2.errors import ConfigError, is_int, is_real, require
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -60,10 +60,6 @@ def sample_probs(probs: torch.Tensor, generator: torch.Generator | None = None) 
     return (probs / noise.clamp_min(torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
 
 
-def _number(value, types=(int, float)) -> bool:
-    return isinstance(value, types) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class SamplingParams:
     """temperature 0 = greedy; top_k 0 and top_p 1 switch those filters off (see `warp_probs`)."""
@@ -73,7 +69,7 @@ class SamplingParams:
     top_p: float = 1.0
 
     def __post_init__(self):
-        typed = _number(self.temperature) and _number(self.top_p) and _number(self.top_k, int)
+        typed = is_real(self.temperature) and is_real(self.top_p) and is_int(self.top_k)
         if not typed or self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ConfigError(f"bad sampling params {self}; need numbers temperature >= 0, "
                               "integer top_k >= 0, 0 < top_p <= 1")

@@ -7,27 +7,21 @@ checks run when the job is built.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from numbers import Real
 from typing import Any, get_args
 
 import torch
 
-from specdiff2.errors import ConfigError, require
+from specdiff2.errors import ConfigError, is_int, is_real, require
 
 EXPORTS = ("best", "last")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _count(settings: Mapping[str, Any], key: str, minimum: int, meaning: str) -> None:
     value = settings.get(key)
     if value is None:
         return
-    require(_is_int(value) and value >= minimum, f"trainer.{key}={value!r}; set an integer >= {minimum} ({meaning})")
+    require(is_int(value, minimum), f"trainer.{key}={value!r}; set an integer >= {minimum} ({meaning})")
 
 
 def _count_or_fraction(settings: Mapping[str, Any], key: str, meaning: str) -> None:
@@ -35,7 +29,7 @@ def _count_or_fraction(settings: Mapping[str, Any], key: str, meaning: str) -> N
     value = settings.get(key)
     if value is None:
         return
-    ok = (_is_int(value) and value >= 1) or (isinstance(value, float) and 0.0 < value <= 1.0)
+    ok = is_int(value, 1) or (isinstance(value, float) and 0.0 < value <= 1.0)
     require(ok, f"trainer.{key}={value!r}; set an integer >= 1 or a fraction in (0, 1] ({meaning})")
 
 
@@ -51,8 +45,8 @@ def _precision(settings: Mapping[str, Any]) -> None:
 def _device_settings(settings: Mapping[str, Any]) -> None:
     # Whether a GPU is visible is the entry point's check (cli.TRAIN_SETTINGS): configs build anywhere.
     devices = settings.get("devices")
-    ok = devices is None or devices in ("auto", -1) or (_is_int(devices) and devices >= 1) or (
-        isinstance(devices, list | tuple) and len(devices) > 0 and all(_is_int(d) and d >= 0 for d in devices))
+    ok = devices is None or devices in ("auto", -1) or is_int(devices, 1) or (
+        isinstance(devices, list | tuple) and len(devices) > 0 and all(is_int(d, 0) for d in devices))
     require(ok, f"trainer.devices={devices!r}; set an integer >= 1, -1 (all), auto, or a list of device indices")
 
 
@@ -67,12 +61,12 @@ def check_trainer_settings(settings: Mapping[str, Any]) -> None:
     _count(settings, "accumulate_grad_batches", 1, "batches per optimizer step")
     _count(settings, "log_every_n_steps", 1, "steps between logged training metrics")
     clip = settings.get("gradient_clip_val")
-    require(clip is None or (isinstance(clip, Real) and math.isfinite(clip) and clip >= 0),
+    require(clip is None or is_real(clip, 0),
             f"trainer.gradient_clip_val={clip!r}; set a finite number >= 0 (0 or null: no clipping)")
 
 
 def _positive_lr(lr: Any) -> None:
-    require(isinstance(lr, Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0,
+    require(is_real(lr, 0, exclusive=True),
             f"optim.optimizer.lr={lr!r}; set a finite learning rate > 0")
 
 
@@ -89,7 +83,7 @@ def check_optimizer(optimizer: Callable | None, scheduler: Callable | None = Non
         raise ConfigError(f"optim.optimizer is invalid ({err}); fix that value under optim.optimizer") from None
     _positive_lr(probe.param_groups[0].get("lr"))
     warmup = getattr(scheduler, "keywords", {}).get("num_warmup_steps")
-    require(warmup is None or (_is_int(warmup) and warmup >= 0),
+    require(warmup is None or is_int(warmup, 0),
             f"optim.scheduler.num_warmup_steps={warmup!r}; set an integer >= 0")
 
 
