@@ -7,7 +7,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from specdiff2.decode.acceptance import (
+from specdiff2.decode.acceptance.core import (
     accept_probs,
     greedy_accept,
     multi_draft_accept,

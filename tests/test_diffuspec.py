@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from specdiff2.data.token_streams import load_ngram_proxy
+from specdiff2.decode.acceptance.rules import GreedyRule, RejectionRule, auto_rule
 from specdiff2.decode.diffuspec.ngram import NGramModel
 from specdiff2.decode.diffuspec.proxies import ARProxy, ContextNGramProxy, KenLMProxy, NGramProxy
 from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_ar_proxy, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import GreedyRule, RejectionRule, auto_rule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.base import StepInput
@@ -169,7 +169,7 @@ def test_cps_point_mass_is_lossless(world, proxy_of, drafter_of):
     point-mass q the first committed token follows p_1 and the second, after an accepted first, follows p_2.
     Control: the same path verified with the drafter marginals q_j (the combination diffuspec refuses) drifts
     away from p whenever that q is far from a point mass."""
-    from specdiff2.decode.acceptance import rejection_accept
+    from specdiff2.decode.acceptance.core import rejection_accept
 
     _, verifier, tok = world
     params, gen = SamplingParams(1.0, 3), torch.Generator().manual_seed(0)

@@ -12,13 +12,7 @@ from hydra.utils import instantiate
 
 from specdiff2.bench.common import ROOT, compose, engine_from_config
 from specdiff2.cli import _user_error
-from specdiff2.decode.diffuspec.ngram import NGramModel
-from specdiff2.decode.diffuspec.proxies import NGramProxy
-from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
-from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.loading import engine_context, load_ar_drafter, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import (
+from specdiff2.decode.acceptance.rules import (
     AcceptanceRule,
     GreedyRule,
     RejectionRule,
@@ -26,6 +20,12 @@ from specdiff2.decode.rules import (
     TreeRule,
     auto_rule,
 )
+from specdiff2.decode.diffuspec.ngram import NGramModel
+from specdiff2.decode.diffuspec.proxies import NGramProxy
+from specdiff2.decode.diffuspec.strategy import DiffuSpecStrategy
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.loading import engine_context, load_ar_drafter, load_diffusion_drafter, load_verifier
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
 from specdiff2.decode.strategies.base import DraftStrategy, Stateless, StepInput, clamp_limit

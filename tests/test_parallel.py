@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from specdiff2.decode.acceptance.rules import auto_rule
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_ar_drafter, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import auto_rule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import ARDraftStrategy, Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from specdiff2.bench.common import compose, engine_from_config
+from specdiff2.decode.acceptance.rules import GreedyRule
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import GreedyRule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.errors import CheckpointError, TokenizerError

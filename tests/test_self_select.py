@@ -9,11 +9,8 @@ import itertools
 import pytest
 import torch
 
-from specdiff2.decode.acceptance import multi_draft_output_probs
-from specdiff2.decode.draft import Draft, Layout
-from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import (
+from specdiff2.decode.acceptance.core import multi_draft_output_probs
+from specdiff2.decode.acceptance.rules import (
     RejectionRule,
     StreakProxyRule,
     TreeRule,
@@ -23,6 +20,9 @@ from specdiff2.decode.rules import (
     streak_proxy_rule,
     tree_rule,
 )
+from specdiff2.decode.draft import Draft, Layout
+from specdiff2.decode.engine import DecodeEngine
+from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.base import StepInput

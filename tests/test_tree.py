@@ -7,10 +7,10 @@ import itertools
 import pytest
 import torch
 
+from specdiff2.decode.acceptance.rules import RejectionRule, auto_rule, greedy_tree
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
-from specdiff2.decode.rules import RejectionRule, auto_rule, greedy_tree
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from specdiff2.bench.common import compose
 from specdiff2.data.prompts import load_prompts
+from specdiff2.decode.acceptance.rules import GreedyRule
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
 from specdiff2.decode.metrics import aggregate
-from specdiff2.decode.rules import GreedyRule
 from specdiff2.decode.run import pick_device
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from specdiff2.decode.acceptance.rules import AcceptanceRule, check_rule
 from specdiff2.decode.draft import Draft, take
 from specdiff2.decode.metrics import DecodeStats, PhaseTimer
 from specdiff2.decode.rng import CounterRNG
-from specdiff2.decode.rules import AcceptanceRule, check_rule
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.base import DraftStrategy, EngineContext, StepInput
 from specdiff2.decode.verifier import Verifier

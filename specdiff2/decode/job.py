@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from specdiff2.decode.acceptance.rules import AcceptanceRule
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import check_vocabularies, engine_context, load_verifier
-from specdiff2.decode.rules import AcceptanceRule
 from specdiff2.decode.run import pick_device
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.verifier import Verifier

@@ -6,7 +6,7 @@ as K chains of γ under the last committed token (`Layout.chains`: a fixed layou
 are verified twice rather than merged, which keeps every shape fixed). Near the context limit the depth cut is the
 step's budget, known before any token is drawn, so multi-draft rejection stays lossless there.
 
-Which path is accepted is the acceptance rule's job (conf/acceptance, `decode/rules.py`); decode=self_select
+Which path is accepted is the acceptance rule's job (conf/acceptance, `decode/acceptance/rules.py`); decode=self_select
 selects acceptance=tree:
 - tree: greedy = the longest argmax path plus its next argmax; sampled = multi-draft rejection down the
   drafts. Both lossless, for every K and drafter temperature. Records which draft won.

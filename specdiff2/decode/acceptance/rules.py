@@ -3,7 +3,7 @@
 A rule returns (winner, n_accepted, next_token), 0-d tensors left on the device: the engine commits the first
 n_accepted nodes of draft `winner` and next_token without waiting for them (the step is captured whole).
 
-The tensor math lives in `acceptance.py` (pure functions); a rule only walks the draft's shape.
+The tensor math lives in `core.py` (pure functions); a rule only walks the draft's shape.
 Verifier logits row 0 belongs to the last committed token (it predicts depth 1); row n+1 to node n.
 
 Rules are built once, before decoding, by the `conf/acceptance/` group (auto, greedy, rejection, tree,
@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from specdiff2.decode.acceptance import greedy_accept, multi_draft_accept, rejection_accept
+from specdiff2.decode.acceptance.core import greedy_accept, multi_draft_accept, rejection_accept
 from specdiff2.decode.draft import Draft, take
 from specdiff2.decode.sampling import SamplingParams, sample_probs
 from specdiff2.errors import ConfigError
