@@ -306,6 +306,23 @@ def test_each_loss_declares_the_inputs_it_reads():
             assert torch.isfinite(LossMix({name: 1.0})(window).loss), name
 
 
+def test_unmasked_ce_is_torch_fused_cross_entropy_and_agrees_with_the_masked_path():
+    """Without a mask ce_loss is F.cross_entropy bit for bit (pocket pretraining's numerics); with an all-True mask
+    (train.py) it is gather − logsumexp: the same value to rounding. The "ar" loss is it on next-token inputs."""
+    g = _gen(13)
+    logits = (3 * torch.randn(3, 5, 11, generator=g)).requires_grad_()
+    targets = torch.randint(0, 11, (3, 5), generator=g)
+    fused = ce_loss(logits, targets)
+    assert torch.equal(fused.loss, F.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    masked = ce_loss(logits, targets, torch.ones(3, 5, dtype=torch.bool))
+    torch.testing.assert_close(fused.loss, masked.loss)
+    torch.testing.assert_close(fused.per_row, masked.per_row)
+    assert float(fused.metrics["accuracy"]) == pytest.approx(float(masked.metrics["accuracy"]))
+    ar = LossMix({"ar": 1.0})({"ar_logits": logits, "ar_targets": targets})
+    assert torch.equal(ar.loss, fused.loss) and set(ar.metrics) == {"ar_ce", "ar_accuracy"}
+    assert set(ar.components) == {"ar_loss"}
+
+
 def _pad_topk(ids: torch.Tensor, logprobs: torch.Tensor, extra: int, g) -> tuple[torch.Tensor, torch.Tensor]:
     """The vLLM backend's padding: `extra` entries of id 0 with log-prob −inf appended, then shuffled in."""
     shape = (*ids.shape[:-1], extra)

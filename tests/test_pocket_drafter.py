@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from specdiff2.bench.random_world import tiny_hf_qwen2
 from specdiff2.data.windows import shared_layout
+from specdiff2.losses.prefix_match import alpha_metrics
 from specdiff2.models.diffusion import prefix_attention
 from specdiff2.models.hf import read_config
-from specdiff2.pocket.pretrain import DenseDrafterObjective, alpha_metrics, train_anchors, val_anchors
-from specdiff2.bench.random_world import tiny_hf_qwen2
+from specdiff2.pocket.pretrain import DenseDrafterObjective, train_anchors, val_anchors
 
 GAMMA, MASK_ID, VOCAB, L = 4, 1, 40, 24
 
@@ -73,7 +74,7 @@ def test_dense_objective_scores_the_windows_it_packs():
     targets = torch.stack([ids[b, o: o + GAMMA] for b in range(3) for o in offsets[b].tolist()])  # (W, γ)
     window_ce = F.cross_entropy(ref.flatten(0, 1), targets.flatten())
     ar_ce = F.cross_entropy(model(input_ids=ids).logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
-    torch.testing.assert_close(metrics["window_ce"], window_ce, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(metrics["ce_loss"], window_ce, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(metrics["ar_ce"], ar_ce, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(loss, window_ce + 0.5 * ar_ce, rtol=1e-4, atol=1e-5)
     expected = alpha_metrics(ref.argmax(-1) == targets)
@@ -83,7 +84,7 @@ def test_dense_objective_scores_the_windows_it_packs():
                                   mdlm_windows_per_row=3)
     loss, metrics = mixed(model, ids, torch.Generator().manual_seed(0))
     loss.backward()
-    assert "mdlm" in metrics and torch.isfinite(loss) and model.model.embed_tokens.weight.grad.abs().sum() > 0
+    assert "mdlm_loss" in metrics and torch.isfinite(loss) and model.model.embed_tokens.weight.grad.abs().sum() > 0
 
 
 def test_ar_alpha_is_the_greedy_rollout_acceptance():
@@ -117,6 +118,33 @@ def test_anchors_and_alpha_curve():
     assert [round(float(curve[f"alpha_{j}"]), 2) for j in range(1, 5)] == [0.75, 0.5, 0.25, 0.25]
 
 
+def test_pretraining_optimizer_comes_from_the_spec_through_conf_optim_factories():
+    """AdamW with decay on matrices only and warmup-then-cosine to 10%, fed by the model spec's lr, warmup, steps."""
+    import math
+
+    from specdiff2.pocket.pretrain import PretrainModule, pretrain_optim
+    from specdiff2.pocket.spec import ModelSpec
+
+    m = ModelSpec(lr=2e-3, warmup_steps=4, steps=20)
+    optimizer, scheduler = pretrain_optim(m)
+    model = tiny_qwen2()
+    module = PretrainModule(model, objective=None, optimizer=optimizer, max_steps=m.steps, scheduler=scheduler)
+    config = module.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0 and decay["betas"] == (0.9, 0.95)
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    lrs = []
+    for _ in range(m.steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:4] == pytest.approx([m.lr * (s + 1) / 4 for s in range(4)])  # warmup, first step at 1/4
+    frac = [(s - 4) / 16 for s in range(4, 20)]
+    assert lrs[4:] == pytest.approx([m.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * f))) for f in frac])
+
+
 def test_pocket_drafter_is_ar_initialised_causal_and_logs_alpha(micro_world):
     config = read_config(micro_world.drafter)
     assert config["model_type"] == "Dream" and prefix_attention(config) == "causal"
@@ -127,10 +155,14 @@ def test_pocket_drafter_is_ar_initialised_causal_and_logs_alpha(micro_world):
     assert len(summary["drafter"]["alpha"]) == window == len(summary["ar_drafter"]["alpha"])
     # AR initialisation: before any masked step, q_1 is the AR drafter's next-token prediction exactly.
     assert summary["drafter"]["initial_val"]["val/alpha_1"] == summary["ar_drafter"]["final_val"]["val/alpha_1"]
-    with open(micro_world.drafter / "val_metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) >= 2 and int(rows[-1]["step"]) == summary["drafter"]["final_val"]["step"]
-    assert {f"val/alpha_{j}" for j in range(1, window + 1)} <= set(rows[0])
+    # Metrics go through train.py's CSV logger: one row per validation round, the values val_history holds.
+    with open(micro_world.drafter / "csv" / "version_0" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["val/loss"]]
+    history = json.loads((micro_world.drafter / "train_metrics.json").read_text())["val_history"]
+    assert len(rows) == len(history) >= 2 and {f"val/alpha_{j}" for j in range(1, window + 1)} <= set(rows[0])
+    for row, logged in zip(rows, history):
+        assert all(abs(float(row[k]) - logged[k]) < 1e-5 for k in ("val/loss", "val/alpha_1", "val/ar_ce"))
+    assert "train/ce_loss" in rows[0] and "train/ar_loss" in rows[0]
 
 
 def test_init_from_needs_the_same_shape():

@@ -3,6 +3,7 @@ repeated deprecation/tip lines are gone."""
 
 import subprocess
 import sys
+from functools import partial
 
 import lightning as L
 import pytest
@@ -11,6 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from specdiff2.pocket.pretrain import ARObjective, PretrainModule
 from tests.conftest import ROOT
+
+ADAMW = partial(torch.optim.AdamW, lr=1e-3)
 
 
 def tiny_lm():
@@ -22,8 +25,8 @@ def tiny_lm():
 
 def test_pretraining_prints_training_progress_between_validations():
     lines = []
-    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), lr=1e-3, max_steps=3,
-                            warmup_steps=1, progress=lines.append, name="verifier", progress_every_s=0.0)
+    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), ADAMW, max_steps=3,
+                            progress=lines.append, name="verifier", progress_every_s=0.0)
     data = DataLoader(TensorDataset(torch.randint(0, 64, (12, 16))), batch_size=4)
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
@@ -35,7 +38,7 @@ def test_pretraining_prints_training_progress_between_validations():
 
 def test_silent_between_intervals():
     lines = []
-    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), lr=1e-3, max_steps=2,
+    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), ADAMW, max_steps=2,
                             progress=lines.append, progress_every_s=3600.0)
     data = DataLoader(TensorDataset(torch.randint(0, 64, (8, 16))), batch_size=4)
     L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -73,7 +76,7 @@ def test_the_training_bar_of_a_step_bounded_run_does_not_read_epoch_0_of_minus_2
     from specdiff2.training.callbacks import progress_bar
 
     bar = progress_bar(True)
-    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), lr=1e-3, max_steps=2,
+    module = PretrainModule(tiny_lm(), ARObjective(window=4, windows_per_row=2), ADAMW, max_steps=2,
                             progress=lambda _: None, progress_every_s=3600.0)
     data = DataLoader(TensorDataset(torch.randint(0, 64, (8, 16))), batch_size=4)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[bar],

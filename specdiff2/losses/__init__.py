@@ -10,6 +10,8 @@ to minimise, metrics carry plain names (the caller namespaces them, e.g. "train/
         "verifier_topk_ids" + "verifier_topk_logprobs" (B, γ, k).
     "mdlm" (needs MDLM_PASS): "mdlm_logits" (B, L, V), "mdlm_targets" (B, L), "mdlm_masked" (B, L) bool,
         "mdlm_t" (B,), "mdlm_loss_mask" (B, L) bool (optional).
+    "ar" (needs AR_STREAM): "ar_logits" (B, L, V) of a causal pass over clean sequences, "ar_targets" (B, L) the
+        next tokens, "ar_mask" (B, L) bool (optional): next-token CE (pocket pretraining).
 Each loss declares those extra inputs in its `LossTerm`; callers ask `LossMix.needs(...)`, never a list of names.
 """
 
@@ -27,6 +29,7 @@ from specdiff2.losses.distill import ce_loss, forward_kl_loss, tvd_loss
 from specdiff2.losses.streak import LossOutput, expected_streak, prefix_mask, streak_loss, streak_soft_loss
 
 __all__ = [
+    "AR_STREAM",
     "LOSSES",
     "MDLM_PASS",
     "VERIFIER_DIST",
@@ -91,6 +94,7 @@ def _real(value) -> bool:
 # only when an enabled loss asks for it (`LossMix.needs`).
 VERIFIER_DIST = "verifier_dist"  # "verifier_probs", or "verifier_topk_ids" + "verifier_topk_logprobs"
 MDLM_PASS = "mdlm_pass"  # the "mdlm_*" keys: a separate forward pass over a noised copy of the sequences
+AR_STREAM = "ar_stream"  # the "ar_*" keys: next-token logits of a causal pass over the clean sequences
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class LossTerm:
     """One loss LossMix can weight: how it is computed from the batch dict, and what that batch must carry."""
 
     compute: Callable[[LossMix, Mapping[str, Tensor], str], LossOutput]
-    needs: frozenset[str] = frozenset()  # of VERIFIER_DIST, MDLM_PASS
+    needs: frozenset[str] = frozenset()  # of VERIFIER_DIST, MDLM_PASS, AR_STREAM
 
 
 class LossMix:
@@ -126,7 +130,8 @@ class LossMix:
         return tuple(self.weights)
 
     def needs(self, inputs: str) -> tuple[str, ...]:
-        """The enabled losses that read `inputs` (VERIFIER_DIST, MDLM_PASS); empty: the caller may skip it."""
+        """The enabled losses that read `inputs` (VERIFIER_DIST, MDLM_PASS, AR_STREAM); empty: the caller may skip
+        producing it."""
         return tuple(name for name in self.weights if inputs in LOSSES[name].needs)
 
     def __call__(self, batch: Mapping[str, Tensor]) -> MixOutput:
@@ -166,6 +171,11 @@ def _mdlm(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
                      _get(batch, "mdlm_masked", name), _get(batch, "mdlm_t", name), batch.get("mdlm_loss_mask"))
 
 
+def _ar(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    out = ce_loss(_get(batch, "ar_logits", name), _get(batch, "ar_targets", name), batch.get("ar_mask"))
+    return LossOutput(out.loss, {f"ar_{key}": value for key, value in out.metrics.items()}, out.per_row)
+
+
 # The losses LossMix weights may name. A new loss: its function beside the others, one entry here, a conf/loss YAML.
 LOSSES: dict[str, LossTerm] = {
     "streak": LossTerm(_streak),
@@ -174,4 +184,5 @@ LOSSES: dict[str, LossTerm] = {
     "kl": LossTerm(_kl, frozenset({VERIFIER_DIST})),
     "tvd": LossTerm(_tvd, frozenset({VERIFIER_DIST})),
     "mdlm": LossTerm(_mdlm, frozenset({MDLM_PASS})),
+    "ar": LossTerm(_ar, frozenset({AR_STREAM})),
 }

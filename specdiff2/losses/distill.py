@@ -8,6 +8,7 @@ its neighbours). SpecDiff-2 compares streak distillation against exactly these. 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from specdiff2.losses.streak import (
@@ -37,16 +38,27 @@ def ce_loss(
     """Mean CE −log q_j(x_j) on verifier tokens x over valid positions (AR-distillation baseline).
 
     drafter_logits (B, N, V), targets (B, N) long, mask (B, N) bool. Metrics: "ce", "accuracy" (drafter
-    argmax == verifier token, over valid positions).
+    argmax == verifier token, over valid positions). Without a mask the loss is torch's fused cross_entropy over
+    all B·N positions (pocket pretraining's numerics, kept bit for bit; the masked path agrees to rounding).
     """
     check_window(drafter_logits, targets)
     valid = position_mask(mask, targets)
     logits = scaled_logits(drafter_logits, temperature)  # (B, N, V)
+    if mask is None:
+        return _fused_ce(logits, targets)
     ce = -target_logprobs(logits, targets, valid)  # (B, N), 0 at invalid positions
     out = _mean_output(ce, valid, "ce")
     hits = (logits.detach().argmax(dim=-1) == targets) & valid
     out.metrics["accuracy"] = hits.sum() / valid.sum().clamp_min(1)
     return out
+
+
+def _fused_ce(logits: Tensor, targets: Tensor) -> LossOutput:
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    with torch.no_grad():
+        per_row = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+        accuracy = (logits.argmax(dim=-1) == targets).float().mean()
+    return LossOutput(loss, {"ce": loss.detach(), "accuracy": accuracy}, per_row.mean(dim=-1))
 
 
 def forward_kl_loss(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from pathlib import Path
 
@@ -127,18 +126,6 @@ def _model(spec: PocketSpec, m: ModelSpec, tok, init_from: Path | None):
     return Qwen2ForCausalLM.from_pretrained(str(init_from), config=config).train()
 
 
-def _trainer(spec: PocketSpec, m: ModelSpec):
-    import lightning as L
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no device banners and tips per stage
-    return L.Trainer(
-        max_steps=m.steps, accelerator=spec.accelerator, devices=1, precision=spec.precision, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-        val_check_interval=min(spec.val_every, m.steps), check_val_every_n_epoch=None,
-        limit_val_batches=spec.val_batches, gradient_clip_val=1.0, enable_progress_bar=False,
-    )
-
-
 def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: Path, seed: int, log=print,
            init_from: Path | None = None) -> dict:
     import lightning as L
@@ -146,7 +133,7 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
     from torch.utils.data import DataLoader, TensorDataset
 
     from specdiff2.models.tokenizer import load_tokenizer
-    from specdiff2.pocket.pretrain import PretrainModule
+    from specdiff2.pocket.pretrain import PretrainModule, pretrain_logger, pretrain_optim, pretrain_trainer
 
     L.seed_everything(seed, verbose=False)
     transformers.utils.logging.disable_progress_bar()  # the stage prints its own progress lines
@@ -156,10 +143,10 @@ def _train(spec: PocketSpec, world: PocketWorld, m: ModelSpec, objective, out: P
                        shuffle=True, drop_last=True, num_workers=spec.num_workers)
     val = DataLoader(TensorDataset(token_blocks(world, "validation", spec.seq_len)), batch_size=m.batch_size)
     out.mkdir(parents=True, exist_ok=True)
-    module = PretrainModule(model, objective, lr=m.lr, max_steps=m.steps, warmup_steps=m.warmup_steps, seed=seed,
-                            csv_path=out / "val_metrics.csv", progress=lambda line: log(f"[pocket:{spec.name}] {line}"),
-                            name=out.name)
-    trainer = _trainer(spec, m)
+    optimizer, scheduler = pretrain_optim(m)
+    module = PretrainModule(model, objective, optimizer, m.steps, scheduler, seed=seed, name=out.name,
+                            progress=lambda line: log(f"[pocket:{spec.name}] {line}"))
+    trainer = pretrain_trainer(spec, m)(logger=pretrain_logger(out))
     trainer.validate(module, val, verbose=False)  # the untrained loss: the first point of the curve
     trainer.fit(module, train, val)
     model.save_pretrained(str(out), safe_serialization=True)

@@ -8,8 +8,9 @@ marker exists, so a killed build restarts at the first unfinished stage.
 The diffusion drafter is built last: it starts from the AR drafter's weights (`pocket.drafter.init_from`)
 and trains in its drafting layout, a causal clean prefix plus MASK blocks (config.json
 `prefix_attention: causal`; `pocket/pretrain.py`). Each model stage prints one line per validation
-round and writes `<stage>/val_metrics.csv` (step, losses, val/alpha_1..γ: greedy acceptance of
-held-out windows); world.json records each stage's figures, wall time and final α curve. The corpus
+round and logs through train.py's CSV logger, `<stage>/csv/version_0/metrics.csv` (train/ and val/ losses,
+val/alpha_1..γ: greedy acceptance of held-out windows); world.json records each stage's figures, wall time
+and final α curve. The corpus
 leaves out `pocket.corpus.heldout_packages`, the source of the held-out prompt set (`data=heldout`).
 """
 

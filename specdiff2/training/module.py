@@ -28,7 +28,17 @@ import torch
 
 from specdiff2.data.windows import window_logits
 from specdiff2.errors import ConfigError, TrainingError, require
-from specdiff2.losses import MDLM_PASS, VERIFIER_DIST, LossMix, ce_loss, mdlm_noise, prefix_mask, streak_loss
+from specdiff2.losses import (
+    AR_STREAM,
+    MDLM_PASS,
+    VERIFIER_DIST,
+    LossMix,
+    ce_loss,
+    mdlm_noise,
+    prefix_mask,
+    streak_loss,
+)
+from specdiff2.losses.prefix_match import PrefixMatchCounts, prefix_match_counts, prefix_match_rates
 from specdiff2.models.diffusion import align_logits
 from specdiff2.models.dtypes import check_dtype, torch_dtype
 
@@ -62,6 +72,8 @@ class DistillModule(L.LightningModule):
         super().__init__()
         check_dtype(dtype, "drafter.dtype")
         require(online_topk == 0 or verifier_path is not None, "online_topk > 0 needs verifier_path", ConfigError)
+        require(not loss.needs(AR_STREAM), f"losses {list(loss.needs(AR_STREAM))} need a clean-stream pass, which "
+                "only pocket pretraining runs; set their loss.weights to 0", ConfigError)
         self.drafter_path, self.loss, self.optimizer_factory, self.scheduler_factory = drafter_path, loss, \
             optimizer, scheduler
         self.lora, self.dtype_name, self.shifted, self.mask_token_id = lora, dtype, shifted, mask_token_id
@@ -203,12 +215,11 @@ class DistillModule(L.LightningModule):
         logits, targets, mask = inputs["drafter_logits"], batch["targets"], batch["mask"]
         valid = prefix_mask(mask, targets)  # (W, γ)
         streak = streak_loss(logits, targets, valid, temperature=self.val_temperature).per_row  # (W,)
-        run = ((logits.argmax(dim=-1) == targets) & valid).long().cumprod(dim=-1)  # (W, γ) leading matches
+        match = prefix_match_counts(logits.argmax(dim=-1) == targets, valid)  # (γ,) sums over windows
         ce = ce_loss(logits, targets, valid).loss * valid.sum()
         windows = valid[:, 0].sum()
-        self._accumulate(streak=streak.sum(), windows=windows, greedy=run.sum(), alpha_num=run.sum(dim=0),
-                         alpha_den=valid.sum(dim=0), ce=ce, tokens=valid.sum(),
-                         loss=self.loss(inputs).loss * windows)
+        self._accumulate(streak=streak.sum(), windows=windows, greedy=match.joint.sum(), alpha_num=match.joint,
+                         alpha_den=match.windows, ce=ce, tokens=valid.sum(), loss=self.loss(inputs).loss * windows)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
@@ -217,7 +228,7 @@ class DistillModule(L.LightningModule):
         windows, tokens = sums["windows"].clamp_min(1), sums["tokens"].clamp_min(1)
         metrics = {"expected_streak": sums["streak"] / windows, "greedy_streak": sums["greedy"] / windows,
                    "ce": sums["ce"] / tokens, "loss": sums["loss"] / windows}
-        alpha = sums["alpha_num"] / sums["alpha_den"].clamp_min(1)  # (γ,)
+        alpha, _ = prefix_match_rates(PrefixMatchCounts(sums["alpha_num"], sums["alpha_num"], sums["alpha_den"]))
         metrics.update({f"alpha_{j + 1}": a for j, a in enumerate(alpha)})
         self._stop_if_val_not_finite(metrics)
         for name, value in metrics.items():
