@@ -110,9 +110,26 @@ def compose_plain(conf_dir: Path, config_name: str, overrides: list[str]) -> dic
     return OmegaConf.to_container(cfg, resolve=False)
 
 
+# Fields renamed in a config node, by the node's _target_: the old name is refused with one line naming the new one.
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    # issue 23: DiffuSpec's draft length is γ, as in every other strategy (the paper's k_1, k_min, k_max)
+    "specdiff2.decode.diffuspec.strategy.DiffuSpecStrategy": {"k": "gamma", "k_min": "gamma_min", "k_max": "gamma_max"},
+}
+
+
+def renamed_key(key: str, tree: Mapping) -> str | None:
+    """The new name of `key` when its node's target renamed that field (RENAMED_KEYS), else None."""
+    parent, _, last = key.rpartition(".")
+    node = _lookup(tree, parent) if parent and _has_key(tree, parent) else None
+    if not isinstance(node, Mapping):
+        return None
+    new = RENAMED_KEYS.get(str(node.get("_target_")), {}).get(last)
+    return f"{parent}.{new}" if new else None
+
+
 def check_keys(argv: list[str], conf_dir: Path, config_name: str) -> str | None:
     """One error line for an override of a key the config does not have (`+key=...` adds one: allowed)."""
-    groups, values = [], []
+    groups, values = [], {}
     for arg in argv:
         kv = _options(arg)
         if kv is None or kv[0].startswith(("hydra.", "hydra/")):
@@ -121,15 +138,18 @@ def check_keys(argv: list[str], conf_dir: Path, config_name: str) -> str | None:
         if _is_group(key, conf_dir):
             groups.append(arg)
         elif not arg.startswith(("+", "~")):
-            values.append(key)
+            values[key] = kv[1]
     if not values or any("," in g for g in groups):  # a sweep over group options: Hydra checks each job
         return None
     try:
         tree = compose_plain(conf_dir, config_name, groups)
     except Exception:  # noqa: BLE001 - Hydra reports composition errors of its own kind itself
         return None
-    for key in values:
+    for key, value in values.items():
         if not _has_key(tree, key):
+            new = renamed_key(key, tree)
+            if new:
+                return f"error: {key} was renamed {new}; pass {new}={value}"
             hint = _key_hint(key, tree, config_name, conf_dir, groups)
             return f"error: unknown config key {key}; {hint} (+{key}=VALUE adds a new key)"
     return None
