@@ -19,6 +19,7 @@ from specdiff2.losses import (
     forward_kl_loss,
     mdlm_loss,
     mix_losses,
+    reverse_kl_loss,
     sample_mask,
     streak_loss,
     streak_soft_loss,
@@ -220,6 +221,40 @@ def test_sparse_topk_with_full_support_equals_dense_and_bounds_otherwise():
                 assert (sparse.per_row >= dense.per_row - 1e-12).all()
             else:  # soft streak: lower bound on acceptance; KL: coarsened, so a lower bound (data processing)
                 assert (sparse.per_row <= dense.per_row + 1e-12).all() and (sparse.per_row >= -1e-12).all()
+
+
+def test_reverse_kl_matches_explicit_sums_and_its_sparse_form_bounds_it():
+    """The errand of issue 23 (a new loss in ≤ 3 files): KL(q ‖ p), dense exact, sparse top-k a lower bound."""
+    g = _gen(14)
+    logits = torch.randn(3, 4, 6, generator=g, dtype=F64)
+    p = _rand_probs((3, 4, 6), g)
+    mask = torch.rand(3, 4, generator=g) < 0.7
+    log_q = logits.log_softmax(-1)
+    explicit = [sum(float(log_q[b, j, v].exp() * (log_q[b, j, v] - p[b, j, v].log())) for v in range(6))
+                for b in range(3) for j in range(4) if mask[b, j]]
+    out = reverse_kl_loss(logits, p, mask)
+    assert float(out.loss) == pytest.approx(sum(explicit) / len(explicit), abs=1e-12)
+    assert set(out.metrics) == {"rkl"}
+    assert abs(float(reverse_kl_loss(p.log(), p).loss)) < 1e-12  # q = p
+    p0 = _rand_probs((3, 4, 6), g, zeros=True)  # exact zeros: floored at ε, a large finite penalty
+    order = p0.argsort(-1, descending=True)
+    dense = reverse_kl_loss(logits, p0, mask)
+    for k in (6, 3, 1):
+        ids = order[..., :k]
+        sparse = reverse_kl_loss(logits, mask=mask, verifier_topk_ids=ids,
+                                 verifier_topk_logprobs=p0.log().gather(-1, ids))
+        if k == 6:  # the zero entry falls into the rest bucket, floored like the dense form: equal
+            torch.testing.assert_close(sparse.per_row, dense.per_row, rtol=1e-10, atol=1e-10)
+        else:  # coarsened to S + rest: a lower bound (data processing), never negative
+            assert (sparse.per_row <= dense.per_row + 1e-12).all() and (sparse.per_row >= -1e-12).all()
+    batch = {"drafter_logits": logits, "mask": mask, "verifier_topk_ids": order[..., :3],
+             "verifier_topk_logprobs": p0.log().gather(-1, order[..., :3])}
+    mixed = LossMix({"rkl": 1.0})(batch)
+    torch.testing.assert_close(mixed.loss, reverse_kl_loss(logits, mask=mask, verifier_topk_ids=order[..., :3],
+                                                           verifier_topk_logprobs=batch["verifier_topk_logprobs"]).loss)
+    extreme = (torch.randn(2, 3, 6, generator=g, dtype=F64) * 200).requires_grad_()
+    reverse_kl_loss(extreme, p0[:2, :3]).loss.backward()
+    assert torch.isfinite(extreme.grad).all()
 
 
 def test_mdlm_loss_matches_explicit_loop():

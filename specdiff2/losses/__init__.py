@@ -4,9 +4,9 @@ Every loss is a pure function returning `LossOutput(loss, metrics, per_row, per_
 to minimise, metrics carry plain names (the caller namespaces them, e.g. "train/expected_streak").
 
 `LossMix` reads its inputs from a batch dict with these keys:
-    window losses ("streak", "streak_soft", "ce", "kl", "tvd"):
+    window losses ("streak", "streak_soft", "ce", "kl", "rkl", "tvd"):
         "drafter_logits" (B, γ, V), "targets" (B, γ) long, "mask" (B, γ) bool (optional);
-        losses that need VERIFIER_DIST ("streak_soft", "kl", "tvd") also read "verifier_probs" (B, γ, V) or
+        losses that need VERIFIER_DIST ("streak_soft", "kl", "rkl", "tvd") also read "verifier_probs" (B, γ, V) or
         "verifier_topk_ids" + "verifier_topk_logprobs" (B, γ, k).
     "mdlm" (needs MDLM_PASS): "mdlm_logits" (B, L, V), "mdlm_targets" (B, L), "mdlm_masked" (B, L) bool,
         "mdlm_t" (B,), "mdlm_loss_mask" (B, L) bool (optional).
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from specdiff2.errors import ConfigError, require
 from specdiff2.losses.diffusion import mdlm_loss, mdlm_noise, sample_mask
-from specdiff2.losses.distill import ce_loss, forward_kl_loss, tvd_loss
+from specdiff2.losses.distill import ce_loss, forward_kl_loss, reverse_kl_loss, tvd_loss
 from specdiff2.losses.streak import LossOutput, expected_streak, prefix_mask, streak_loss, streak_soft_loss
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "mdlm_noise",
     "mix_losses",
     "prefix_mask",
+    "reverse_kl_loss",
     "sample_mask",
     "streak_loss",
     "streak_soft_loss",
@@ -161,6 +162,11 @@ def _kl(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
                            temperature=mix.temperature, **_verifier(batch, name))
 
 
+def _rkl(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
+    return reverse_kl_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
+                           temperature=mix.temperature, **_verifier(batch, name))
+
+
 def _tvd(mix: LossMix, batch: Mapping[str, Tensor], name: str) -> LossOutput:
     return tvd_loss(_get(batch, "drafter_logits", name), mask=batch.get("mask"),
                     temperature=mix.temperature, **_verifier(batch, name))
@@ -182,6 +188,7 @@ LOSSES: dict[str, LossTerm] = {
     "streak_soft": LossTerm(_streak_soft, frozenset({VERIFIER_DIST})),
     "ce": LossTerm(_ce),
     "kl": LossTerm(_kl, frozenset({VERIFIER_DIST})),
+    "rkl": LossTerm(_rkl, frozenset({VERIFIER_DIST})),
     "tvd": LossTerm(_tvd, frozenset({VERIFIER_DIST})),
     "mdlm": LossTerm(_mdlm, frozenset({MDLM_PASS})),
     "ar": LossTerm(_ar, frozenset({AR_STREAM})),

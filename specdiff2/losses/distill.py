@@ -1,4 +1,4 @@
-"""AR-style distillation baselines (DistillSpec family): per-position CE, forward KL and TVD.
+"""AR-style distillation baselines (DistillSpec family): per-position CE, forward KL, reverse KL and TVD.
 
 These treat window positions as exchangeable: each valid position counts once and the loss is the mean over
 valid positions of the whole batch (mask used as given, not as a prefix: a position's loss does not depend on
@@ -6,6 +6,8 @@ its neighbours). SpecDiff-2 compares streak distillation against exactly these. 
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +104,43 @@ def forward_kl_loss(
         safe_log_rest_p = torch.where(rest_p > 0, rest_p, 1.0).log()
         kl = kl + rest_p * (safe_log_rest_p - rest_q.log())
     return _mean_output(torch.where(valid, kl, 0.0), valid, "kl")
+
+
+def reverse_kl_loss(
+    drafter_logits: Tensor,
+    verifier_probs: Tensor | None = None,
+    mask: Tensor | None = None,
+    *,
+    verifier_topk_ids: Tensor | None = None,
+    verifier_topk_logprobs: Tensor | None = None,
+    temperature: float = 1.0,
+) -> LossOutput:
+    """Mean reverse KL(q ‖ p) = Σ_v q(v) log(q(v)/p(v)) per valid position (mode-seeking: q leaves the places p
+    gives little mass rather than covering them; DistillSpec's RKL). Metric: "rkl".
+
+    Dense form: verifier_probs (B, γ, V); where p = 0 the KL is infinite wherever q > 0, so p is floored at
+    machine epsilon there (a large finite penalty, and the value stays a lower bound). Sparse form
+    (verifier_topk_ids, verifier_topk_logprobs (B, γ, k)): the two distributions coarsened to the listed support S
+    plus one rest bucket, as in `forward_kl_loss` (padding, log-prob −inf, belongs to the rest):
+        Σ_{v∈S} q(v) log(q(v)/p(v)) + r_q log(r_q / r_p),   r = 1 − mass on S,
+    ≥ 0, a lower bound on the full reverse KL (data processing inequality), 0 when q = p; r_p is floored at
+    machine epsilon (k = V leaves only rounding noise there), which only lowers the bucket term.
+    """
+    check_window(drafter_logits)
+    valid = position_mask(mask, drafter_logits)
+    logits = scaled_logits(drafter_logits, temperature)  # (B, γ, V)
+    log_p, log_q, dense = verifier_support(logits, valid, verifier_probs, verifier_topk_ids, verifier_topk_logprobs)
+    eps = torch.finfo(logits.dtype).eps
+    on_support = torch.ones_like(log_p, dtype=torch.bool) if dense else log_p > float("-inf")  # (B, γ, S)
+    q = torch.where(on_support, log_q.exp(), 0.0)  # (B, γ, S)
+    safe_log_p = torch.where(on_support, log_p.clamp_min(math.log(eps)), 0.0)
+    safe_log_q = torch.where(q > 0, log_q, 0.0)  # 0·log 0 = 0, also in autograd
+    rkl = (q * (safe_log_q - safe_log_p)).sum(dim=-1)  # (B, γ)
+    if not dense:
+        rest_q = (1.0 - q.sum(dim=-1)).clamp_min(0)  # (B, γ) drafter mass off S
+        rest_p = (1.0 - torch.where(on_support, log_p.exp(), 0.0).sum(dim=-1)).clamp_min(eps)
+        rkl = rkl + rest_q * (torch.where(rest_q > 0, rest_q, 1.0).log() - rest_p.log())
+    return _mean_output(torch.where(valid, rkl, 0.0), valid, "rkl")
 
 
 def tvd_loss(
