@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from specdiff2.bench.common import compose
+from specdiff2.bench.sweep_fields import resolved_fields
 from specdiff2.data.prompts import load_prompts
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_verifier
@@ -176,7 +177,8 @@ class Sweep:
                 self._append(self._row(grid, drafter, method, s, temperature) | {"error": _err(err)})
             return
         for s in sets:  # the resolved fields beside the override string: what the report reads (issue 23)
-            row = self._row(grid, drafter, method, s, temperature) | {"config": resolved_fields(cfg)}
+            row = self._row(grid, drafter, method, s, temperature) | {"config": resolved_fields(cfg),
+                                                                       "draft_nodes": engine.layout.nodes}
             try:
                 summary, per_prompt = generate_all(engine, self.prompts[s], self.spec["max_new_tokens"],
                                                    self.spec.get("seed", 0), self.spec.get("warmup", "one"))
@@ -250,7 +252,8 @@ def main() -> None:
     elif args.grid:
         spec["grids"] = [g for g in spec["grids"] if g["name"] in args.grid]
     base = compose("decode", args.overrides)
-    ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
+    if instantiate(base.job).uses_pocket:  # real (or test) checkpoints need no pocket world
+        ensure_pocket_world(instantiate(base.pocket), base.paths.pocket_dir)
     rows = Sweep(spec, args.overrides, {}, Path(args.out) / "decode_rows.jsonl").run()
     print_table(rows, "decode methods (" + " ".join(args.overrides) + ")")
 

@@ -4,6 +4,8 @@ Verifier verify steps of 1, 5, 17 and 33 tokens after a 512-token prefix, agains
 (weight bytes + live KV bytes over the measured device-to-device copy bandwidth), for each execution mode:
 eager, CUDA graph, CUDA graph + compiled elementwise kernels. Then one diffusion-drafter pass (Dream-7B shape =
 Qwen2.5-7B shape, bidirectional) for γ = 16 and 32 after 512 tokens: exact (re-encode all) vs prefix cache.
+Then the verify-cost-vs-N table of draft trees (issue 24): one tree pass of N nodes + the root (ancestor mask, as the
+engine verifies a `tree` draft) against the 1-token step, to show where width stops being free.
 Prints one table per section; the device is named in the title.
 """
 
@@ -100,6 +102,41 @@ def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_se
     return rows
 
 
+def tree_intra(n: int, branch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions offsets (n,) and the ancestor mask (n, n) of a root + n-1 node tree in topological order where node
+    i hangs under (i-1)//branch: a full `branch`-ary tree, the shape a best-first budget fills first."""
+    parents = [-1] + [(i - 1) // branch for i in range(1, n)]
+    depth = [0] * n
+    intra = torch.zeros(n, n, dtype=torch.bool)
+    for i in range(n):
+        j = i
+        while j >= 0:
+            intra[i, j] = True
+            j = parents[j]
+        depth[i] = 0 if parents[i] < 0 else depth[parents[i]] + 1
+    return torch.tensor(depth, device=device), intra.to(device)
+
+
+def tree_rows(model: Transformer, prefix: int, nodes, bw: float, branch: int = 4,
+              max_seq_len: int = 1024) -> list[dict]:
+    """A tree verify pass of N nodes + root after `prefix` tokens (graph + block-compiled kernels), vs 1 token."""
+    dev = model.lm_head.weight.device
+    ids = torch.randint(0, model.args.vocab_size, (prefix + max(nodes) + 1,), device=dev)
+    kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2  # bf16 K+V
+    wbytes = weight_bytes(model)
+    runner = BlockRunner(model, max_seq_len, "graph", kernels="block")
+    one = median_ms(lambda: runner(ids[prefix: prefix + 1], prefix))
+    rows = [{"nodes": 0, "tokens": 1, "ms": one, "x_1_token": 1.0,
+             "floor_ms": (wbytes + kv_per_token * (prefix + 1)) / bw * 1e3}]
+    for n in nodes:
+        depth, intra = tree_intra(n + 1, branch, dev)
+        block = ids[prefix: prefix + n + 1]
+        ms = median_ms(lambda block=block, depth=depth, intra=intra: runner(block, prefix, prefix + depth, intra))
+        rows.append({"nodes": n, "tokens": n + 1, "ms": ms, "x_1_token": ms / one,
+                     "floor_ms": (wbytes + kv_per_token * (prefix + n + 1)) / bw * 1e3})
+    return rows
+
+
 def graphed(fn):
     """fn captured as one CUDA graph (warmed on a side stream first); returns its replay."""
     stream = torch.cuda.Stream()
@@ -151,24 +188,36 @@ def main_with(argv: list[str] | None) -> None:
     parser.add_argument("--shape", default="qwen7b", choices=sorted(SHAPES))
     parser.add_argument("--prefix", type=int, default=512)
     parser.add_argument("--modes", default="eager,graph,graph+elementwise,graph+block-compiled")
+    parser.add_argument("--tree-nodes", default="8,16,32,64,128,256", help="draft-tree node budgets N ('' skips)")
+    parser.add_argument("--sections", default="verify,drafter,tree")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    sections = args.sections.split(",")
     name = torch.cuda.get_device_name()
     bw = copy_bandwidth()
     model = random_model(args.shape)
     print(f"{args.shape}: {weight_bytes(model) / 1e9:.2f} GB of weights; copy bandwidth {bw / 1e12:.2f} TB/s")
     modes = args.modes.split(",")
-    rows = verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "graph+block-compiled"], bw)
+    rows, drafts, trees = [], [], []
+    if "verify" in sections:
+        rows = verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "graph+block-compiled"], bw)
     model.fuse()
-    rows += [{**r, "mode": r["mode"] + " +fused-qkv/mlp"}
-             for r in verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "eager"], bw)]
-    print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
-    drafts = drafter_rows(model, args.prefix, (16, 32), "elementwise")
-    print_rows(drafts, f"{args.shape}-shape diffusion drafter pass (bidirectional), {name}")
+    if "verify" in sections:
+        rows += [{**r, "mode": r["mode"] + " +fused-qkv/mlp"}
+                 for r in verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "eager"], bw)]
+        print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
+    if "tree" in sections and args.tree_nodes:
+        model.setup_cache(1, 1024)
+        trees = tree_rows(model, args.prefix, [int(n) for n in args.tree_nodes.split(",")], bw)
+        print_rows(trees, f"{args.shape} tree verify pass of N nodes + root after {args.prefix} tokens "
+                          f"(graph + block-compiled, fused), {name}")
+    if "drafter" in sections:
+        drafts = drafter_rows(model, args.prefix, (16, 32), "elementwise")
+        print_rows(drafts, f"{args.shape}-shape diffusion drafter pass (bidirectional), {name}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / f"real_shapes_{args.shape}.json").write_text(
-            json.dumps({"device": name, "copy_bw": bw, "verify": rows, "drafter": drafts}, indent=2))
+        (Path(args.out) / f"real_shapes_{args.shape}.json").write_text(json.dumps(
+            {"device": name, "copy_bw": bw, "verify": rows, "drafter": drafts, "tree": trees}, indent=2))
 
 
 if __name__ == "__main__":
