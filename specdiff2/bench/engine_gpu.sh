@@ -6,6 +6,9 @@
 # speed: engine_speed (HF dynamic / static / assisted vs every engine method; wall vs GPU-busy per step, profiler).
 # check: step_check on the tests' random checkpoints (graph vs eager tokens, fp32/bf16/T=1/context limit).
 # real:  the Qwen2.5-7B-shape verify step against its bandwidth floor.
+# tree:  issue 24's sweep (conf/sweep/tree.yaml: chain / argmax chain / self-select K·γ / best-first tree N=8..256
+#        on HumanEval, GSM8K, held-out; greedy and T=1) on the world, then its τ/tok-s-vs-N table.
+# realtree: the Qwen2.5-7B-shape tree verify pass vs N (where width stops being free).
 # OLD=DIR adds "speed" for another checkout (e.g. `git archive REV | tar -x -C DIR`) on the same world: before/after.
 # Never re-send DIR with a later call while this runs (the tool replaces carried paths under a running job).
 set -uo pipefail
@@ -40,5 +43,13 @@ if has check; then
 fi
 if has real; then
   python3 -m specdiff2.bench.real_shapes --modes graph+block-compiled > "$OUT/real.log" 2>&1
+fi
+if has tree; then
+  python3 -m specdiff2.bench.decode_methods $W $D --sweep tree --out "$OUT/tree" > "$OUT/tree.log" 2>&1
+  python3 -m specdiff2.report.tree_table "$OUT/tree/decode_rows.jsonl" --json "$OUT/tree/table.json" \
+    > "$OUT/tree_table.log" 2>&1
+fi
+if has realtree; then
+  python3 -m specdiff2.bench.real_shapes --sections tree --out "$OUT" > "$OUT/realtree.log" 2>&1
 fi
 grep -h "│\|method |\|^decode=" "$OUT"/*.log 2>/dev/null | tail -60
