@@ -71,6 +71,12 @@ def test_train_main_path_full_finetune(micro_world, cache_dir, tmp_path):
     before, after = summary["val_before"], summary["val_after"]
     assert before["step"] == 0 and after["step"] == 8
     assert {f"alpha_{j}" for j in range(1, 5)} <= set(after) and after["alpha_1"] >= after["alpha_4"]
+    # Issue 25: the joint prefix match next to the product of marginals (equal at position 1), and the same
+    # metrics on a slice of training windows (val_train/...), which never comes from a held-out prompt.
+    assert after["marginal_prod_at_pos_1"] == pytest.approx(after["alpha_1"])
+    assert {f"marginal_prod_at_pos_{j}" for j in range(1, 5)} <= set(after)
+    assert {"val_train/expected_streak", "val_train/alpha_4", "val_train/marginal_prod_at_pos_4"} <= set(after)
+    assert summary["sections"]["windows"]["val_train_windows"] > 0
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     exported = tmp_path / "export" / "drafter"
     config = read_config(exported)
@@ -81,6 +87,15 @@ def test_train_main_path_full_finetune(micro_world, cache_dir, tmp_path):
     assert not torch.equal(new.lm_head.weight, old.lm_head.weight)
     metrics = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     assert "train/streak_loss" in metrics and "train/mdlm_loss" in metrics and "val/expected_streak" in metrics
+    assert "val_train/expected_streak" in metrics and "val/marginal_prod_at_pos_4" in metrics
+    from specdiff2.training.datamodule import TrajectoryDataModule
+
+    dm = TrajectoryDataModule(summary["sections"]["trajectories"]["store"], gamma=4, mask_token_id=1, max_len=64,
+                              windows_per_batch=8, val_fraction=0.25, val_train_windows=5)
+    dm.setup()
+    held_out = {t for t, _ in dm.val_windows}
+    assert len(dm.val_train) == 5 and not held_out & {t for t, _ in dm.val_train}
+    assert set(dm.val_train) <= {w for group in dm.train_groups for w in group}
 
 
 def test_lora_trains_only_adapter_params(micro_world, cache_dir, tmp_path):

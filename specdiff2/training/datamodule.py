@@ -2,7 +2,9 @@
 
 Validation holds out whole prompts (all samples of a prompt are on one side), so held-out windows never share a
 prefix with training windows. Validation always uses exact packing and non-overlapping windows (stride γ
-unless set), so its metrics mean the same thing whatever the training packing.
+unless set), so its metrics mean the same thing whatever the training packing. A second validation loader
+re-scores `val_train_windows` training windows (evenly spaced over the training groups) the same way: the module
+logs them as val_train/..., so train vs held-out (overfitting) is visible on one curve.
 
 Batch order is one endless stream: batch i comes from the permutation of epoch i // batches_per_epoch (seeded
 by seed and that epoch). The stream position (batches consumed by the training loop) is saved in the
@@ -71,6 +73,16 @@ def _trajectories(ds) -> tuple[list[Trajectory], list[str]]:
     return out, prompt_ids
 
 
+def _evenly(items: list, n: int) -> list:
+    """At most n items, evenly spaced and deterministic."""
+    if n == 0:
+        return []
+    if len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
 def held_out_prompts(prompt_ids: list[str], fraction: float, seed: int) -> set[str]:
     """The ceil(fraction · #prompts) prompts with the smallest seeded hash (at least 1, never all)."""
     unique = sorted(set(prompt_ids))
@@ -86,7 +98,8 @@ class TrajectoryDataModule(L.LightningDataModule):
                  stride: int = 1, max_len: int = 512, windows_per_batch: int = 32, blocks_per_row: int = 8,
                  row_tokens: int = 1024, val_fraction: float = 0.1, val_stride: int | None = None,
                  max_val_windows: int = 256, val_windows_per_batch: int | None = None, seed: int = 0,
-                 num_workers: int = 0, pad_id: int = 0, prefix_attention: str = "bidirectional"):
+                 num_workers: int = 0, pad_id: int = 0, prefix_attention: str = "bidirectional",
+                 val_train_windows: int = 128):
         super().__init__()
         # auto: shared for a causal-prefix drafter (exact, prefix encoded once), exact otherwise (data/windows.py)
         packing = default_packing(prefix_attention) if packing == "auto" else packing
@@ -101,10 +114,14 @@ class TrajectoryDataModule(L.LightningDataModule):
         self.val_fraction, self.val_stride, self.max_val_windows = val_fraction, val_stride or gamma, max_val_windows
         self.val_windows_per_batch = val_windows_per_batch or windows_per_batch
         self.num_workers, self.pad_id = num_workers, pad_id
+        require(isinstance(val_train_windows, int) and val_train_windows >= 0, f"data.windows.val_train_windows="
+                f"{val_train_windows!r}; set an integer >= 0 (0: no train-slice validation)", ConfigError)
+        self.val_train_windows = val_train_windows
         self.batches_consumed = 0  # training stream position; saved in checkpoints
         self.trajectories: list[Trajectory] = []
         self.train_groups: list[list[tuple[int, int]]] = []
         self.val_windows: list[tuple[int, int]] = []
+        self.val_train: list[tuple[int, int]] = []  # training windows re-scored at each validation
 
     def setup(self, stage: str | None = None) -> None:
         if self.trajectories:
@@ -123,9 +140,8 @@ class TrajectoryDataModule(L.LightningDataModule):
         require(self.train_groups and self.val_windows, f"no windows in {self.store_dir} (train groups "
                 f"{len(self.train_groups)}, val windows {len(self.val_windows)}); raise data.windows.max_len "
                 "or generate longer trajectories", DataError)
-        if len(self.val_windows) > self.max_val_windows:  # evenly spaced, deterministic subsample
-            step = len(self.val_windows) / self.max_val_windows
-            self.val_windows = [self.val_windows[int(i * step)] for i in range(self.max_val_windows)]
+        self.val_windows = _evenly(self.val_windows, self.max_val_windows)
+        self.val_train = _evenly([group[0] for group in self.train_groups], self.val_train_windows)
 
     def _rank(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
@@ -142,11 +158,13 @@ class TrajectoryDataModule(L.LightningDataModule):
         return DataLoader(self.train_groups, batch_sampler=sampler, collate_fn=self._collator(self.packing),
                           num_workers=self.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Held-out windows; then, when val_train_windows > 0, the training slice (dataloader_idx 1)."""
         rank, world = self._rank()
-        groups = [[w] for w in self.val_windows[rank::world]]
-        return DataLoader(groups, batch_size=self.val_windows_per_batch, shuffle=False,
-                          collate_fn=self._collator("exact"), num_workers=self.num_workers)
+        loaders = [DataLoader([[w] for w in windows[rank::world]], batch_size=self.val_windows_per_batch,
+                              shuffle=False, collate_fn=self._collator("exact"), num_workers=self.num_workers)
+                   for windows in (self.val_windows, self.val_train)]
+        return loaders if self.val_train else loaders[0]
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is not None and self.trainer.training:
@@ -161,4 +179,5 @@ class TrajectoryDataModule(L.LightningDataModule):
 
     def stats(self) -> dict:
         return {"trajectories": len(self.trajectories), "train_groups": len(self.train_groups),
-                "val_windows": len(self.val_windows), "packing": self.packing, "gamma": self.gamma}
+                "val_windows": len(self.val_windows), "val_train_windows": len(self.val_train),
+                "packing": self.packing, "gamma": self.gamma}

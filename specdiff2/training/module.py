@@ -8,12 +8,16 @@ and never trained or checkpointed.
 Validation (held-out prompts, exact packing) logs, whatever the training loss:
     val/expected_streak  mean over windows of Σ_m Π_{j≤m} q_j(x_j), drafter temperature `val_temperature`:
                          the streak objective itself, ModelCheckpoint's monitor;
-    val/alpha_j          greedy proxy of per-position acceptance: among windows with ≥ j targets, the fraction
-                         whose drafter argmax matches the verifier tokens at positions 1..j (all of them, i.e. a
-                         greedy verification of the one-pass draft accepts ≥ j tokens). Cumulative, so it is
-                         non-increasing in j, like vLLM's per-position acceptance rate;
+    val/alpha_j          joint prefix-match acceptance (losses/prefix_match.py): among windows with ≥ j targets,
+                         the fraction whose drafter argmax (greedy, so temperature-free) matches the verifier
+                         tokens at all of positions 1..j, i.e. a greedy verification of the one-pass draft accepts
+                         ≥ j tokens. Non-increasing in j; vLLM speculators' reference_acc_at_pos_{j−1};
+    val/marginal_prod_at_pos_j  Π_{i≤j} m_i of the per-position match rates m_i: what α_j would be if positions
+                         hit independently. α_j − this = how much hits cluster within windows;
     val/greedy_streak    mean number of leading argmax matches (Σ_j α_j when every window has γ targets);
     val/ce, val/loss     per-position CE on verifier tokens, and the training loss mix.
+The same metrics on a slice of training windows (the datamodule's second validation loader) go to val_train/...:
+val_train/expected_streak above val/expected_streak is overfitting to the training prompts.
 Every training step reseeds torch from (seed, batches seen) so dropout and MDLM masks replay identically when
 a run resumes from a checkpoint.
 """
@@ -38,9 +42,11 @@ from specdiff2.losses import (
     prefix_mask,
     streak_loss,
 )
-from specdiff2.losses.prefix_match import PrefixMatchCounts, prefix_match_counts, prefix_match_rates
+from specdiff2.losses.prefix_match import PrefixMatchCounts, prefix_match_counts, prefix_match_metrics
 from specdiff2.models.diffusion import align_logits
 from specdiff2.models.dtypes import check_dtype, torch_dtype
+
+VAL_VIEWS = ("val", "val_train")  # validation dataloader index -> metric namespace (TrajectoryDataModule's order)
 
 
 def _real(value) -> bool:
@@ -205,12 +211,13 @@ class DistillModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = {}
 
-    def _accumulate(self, **values: torch.Tensor) -> None:
+    def _accumulate(self, view: str, **values: torch.Tensor) -> None:
+        sums = self._val_sums.setdefault(view, {})
         for k, v in values.items():
             v = v.detach().double()
-            self._val_sums[k] = self._val_sums[k] + v if k in self._val_sums else v
+            sums[k] = sums[k] + v if k in sums else v
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         inputs = self._loss_inputs(batch)
         logits, targets, mask = inputs["drafter_logits"], batch["targets"], batch["mask"]
         valid = prefix_mask(mask, targets)  # (W, γ)
@@ -218,22 +225,28 @@ class DistillModule(L.LightningModule):
         match = prefix_match_counts(logits.argmax(dim=-1) == targets, valid)  # (γ,) sums over windows
         ce = ce_loss(logits, targets, valid).loss * valid.sum()
         windows = valid[:, 0].sum()
-        self._accumulate(streak=streak.sum(), windows=windows, greedy=match.joint.sum(), alpha_num=match.joint,
-                         alpha_den=match.windows, ce=ce, tokens=valid.sum(), loss=self.loss(inputs).loss * windows)
+        self._accumulate(VAL_VIEWS[dataloader_idx], streak=streak.sum(), windows=windows, greedy=match.joint.sum(),
+                         joint=match.joint, marginal=match.marginal, reached=match.windows, ce=ce,
+                         tokens=valid.sum(), loss=self.loss(inputs).loss * windows)
+
+    def _view_metrics(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in sums.items()}
+        windows, tokens = sums["windows"].clamp_min(1), sums["tokens"].clamp_min(1)
+        return {"expected_streak": sums["streak"] / windows, "greedy_streak": sums["greedy"] / windows,
+                "ce": sums["ce"] / tokens, "loss": sums["loss"] / windows,
+                **prefix_match_metrics(PrefixMatchCounts(sums["joint"], sums["marginal"], sums["reached"]))}
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
             return
-        sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._val_sums.items()}
-        windows, tokens = sums["windows"].clamp_min(1), sums["tokens"].clamp_min(1)
-        metrics = {"expected_streak": sums["streak"] / windows, "greedy_streak": sums["greedy"] / windows,
-                   "ce": sums["ce"] / tokens, "loss": sums["loss"] / windows}
-        alpha, _ = prefix_match_rates(PrefixMatchCounts(sums["alpha_num"], sums["alpha_num"], sums["alpha_den"]))
-        metrics.update({f"alpha_{j + 1}": a for j, a in enumerate(alpha)})
-        self._stop_if_val_not_finite(metrics)
-        for name, value in metrics.items():
-            self.log(f"val/{name}", value.float(), prog_bar=name == "expected_streak")
-        self.val_history.append({"step": int(self.global_step), **{k: float(v) for k, v in metrics.items()}})
+        views = {view: self._view_metrics(sums) for view, sums in self._val_sums.items()}
+        self._stop_if_val_not_finite(views.get("val", {}))
+        for view, metrics in views.items():
+            for name, value in metrics.items():
+                self.log(f"{view}/{name}", value.float(), prog_bar=f"{view}/{name}" == "val/expected_streak")
+        row = {k: float(v) for k, v in views.get("val", {}).items()}  # held-out keys stay plain ("alpha_1")
+        row.update({f"{view}/{k}": float(v) for view, m in views.items() if view != "val" for k, v in m.items()})
+        self.val_history.append({"step": int(self.global_step), **row})
 
     # ---- optimisation and checkpoints ------------------------------------------------------------------------
     def configure_optimizers(self):

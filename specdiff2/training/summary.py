@@ -62,13 +62,31 @@ def print_training_summary(summary: dict) -> None:
     before, after = summary.get("val_before") or {}, summary.get("val_after") or {}
     if not (before or after):
         return
-    val = Table(title="held-out windows (before → after training)")
+    val = Table(title="validation windows: held-out (val/) and a training slice (val_train/), before → after")
     for col in ("metric", "before", "after"):
         val.add_column(col)
+    before, after = _curves(before), _curves(after)
     for key in dict.fromkeys([*before, *after]):
         if key != "step":
-            val.add_row(f"val/{key}", _fmt(before.get(key, "")), _fmt(after.get(key, "")))
+            val.add_row(key if "/" in key else f"val/{key}", _fmt(before.get(key, "")), _fmt(after.get(key, "")))
     print_wide(val)
+
+
+def _curves(row: dict) -> dict:
+    """row with each per-position family (alpha_1, alpha_2, ...) folded into one entry "alpha_1..γ": "0.91 0.80 ..."."""
+    families: dict[str, list[float]] = {}
+    for key, value in row.items():
+        stem, _, j = key.rpartition("_")
+        if stem and j.isdigit() and isinstance(value, float):
+            families.setdefault(stem, []).append(value)
+    out = {}
+    for key, value in row.items():
+        stem, _, j = key.rpartition("_")
+        if stem not in families or not j.isdigit():
+            out[key] = value
+        elif j == "1":
+            out[f"{stem}_1..{len(families[stem])}"] = " ".join(f"{v:.2f}" for v in families[stem])
+    return out
 
 
 def decode_command(drafter_dir: str, choices: Mapping[str, str], overrides: list[str]) -> str:
