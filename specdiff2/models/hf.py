@@ -47,6 +47,7 @@ def load_hf_drafter(path: str | Path, dtype: torch.dtype = torch.float32):
     root = Path(path)
     source = read_config(root)
     arch = trainable_arch(source)
+    config = arch.training.config(source)  # refusals before any weight is read
     state = read_weights(root, dtype, "cpu", arch.tensor_name)
     check_finite(state.items(), root)
     verbosity = hf_logging.get_verbosity()
@@ -54,8 +55,7 @@ def load_hf_drafter(path: str | Path, dtype: torch.dtype = torch.float32):
     hf_logging.disable_progress_bar()
     try:
         model, info = hf_model_class(source).from_pretrained(
-            None, config=arch.training.config(source), state_dict=state, dtype=dtype, attn_implementation="sdpa",
-            output_loading_info=True)
+            None, config=config, state_dict=state, dtype=dtype, attn_implementation="sdpa", output_loading_info=True)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
