@@ -16,6 +16,31 @@ LLADA_8B = {**llada_config(), "d_model": 4096, "n_heads": 32, "n_kv_heads": 32, 
             "mlp_hidden_size": 12288, "max_sequence_length": 4096}
 
 
+def test_llada_training_view_is_llama_with_llada_names_back():
+    from specdiff2.models.hf import hf_config, hf_model_class
+
+    config = hf_config(LLADA_8B)
+    assert hf_model_class(LLADA_8B).__name__ == "LlamaForCausalLM" and config.model_type == "llama"
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.head_dim) == (4096, 12288,
+                                                                                                         32, 128)
+    assert config.pad_token_id is None and not config.attention_bias and not config.tie_word_embeddings
+    assert config.rope_parameters["rope_theta"] == 500000.0
+    arch = ARCHS["llada"]
+    for name in ("model.transformer.wte.weight", "model.transformer.ff_out.weight", "model.transformer.ln_f.weight",
+                 "model.transformer.blocks.3.ff_out.weight", "model.transformer.blocks.3.attn_out.weight",
+                 "model.transformer.blocks.11.q_proj.bias"):
+        assert arch.source_name(arch.tensor_name(name)) == name
+
+
+def test_llada_with_qkv_bias_cannot_be_trained_as_llama_in_one_line():
+    from specdiff2.models.hf import hf_config
+
+    with pytest.raises(CheckpointError, match="llada with q/k/v biases but no o_proj bias cannot be trained") as err:
+        hf_config({**LLADA_8B, "include_qkv_bias": True})
+    assert "\n" not in str(err.value)
+    assert ModelArgs.from_hf_config({**LLADA_8B, "include_qkv_bias": True}).qkv_bias  # it still decodes
+
+
 def test_every_family_is_registered_and_unknown_ones_are_one_line():
     assert set(ARCHS) == {"qwen2", "llama", "mistral", "dream", "llada"}
     assert arch_for({"model_type": "Dream"}) is ARCHS["dream"] and arch_for({"model_type": "LLaDA"}) is ARCHS["llada"]

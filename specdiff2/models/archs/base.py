@@ -97,3 +97,21 @@ def hf_decoder_args(cfg: dict, model_type: str, qkv_bias: bool, o_bias: bool = F
         max_position_embeddings=int(cfg.get("max_position_embeddings", 32768)),
     )
 
+
+def llama_training_kwargs(args: dict, model_type: str) -> dict:
+    """Keyword arguments of transformers' LlamaConfig for ModelArgs fields `args` (a family trained as LLaMA)."""
+    if args["o_bias"] != args["qkv_bias"]:  # LlamaConfig's attention_bias puts a bias on q, k, v and o alike
+        raise CheckpointError(f"{model_type} with q/k/v biases but no o_proj bias cannot be trained as LLaMA; "
+                              "train a checkpoint without attention biases")
+    if args.get("sliding_window"):
+        raise CheckpointError(f"{model_type} sliding_window={args['sliding_window']} cannot be trained as LLaMA; "
+                              "train a checkpoint without a sliding window")
+    return {
+        "vocab_size": args["vocab_size"], "hidden_size": args["hidden_size"],
+        "intermediate_size": args["intermediate_size"], "num_hidden_layers": args["num_layers"],
+        "num_attention_heads": args["num_heads"], "num_key_value_heads": args["num_kv_heads"],
+        "head_dim": args["head_dim"], "hidden_act": "silu", "rms_norm_eps": args["rms_norm_eps"],
+        "tie_word_embeddings": args["tie_word_embeddings"], "max_position_embeddings": args["max_position_embeddings"],
+        "attention_bias": args["qkv_bias"], "mlp_bias": False, "use_cache": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": args["rope_theta"]},
+    }

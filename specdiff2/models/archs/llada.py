@@ -4,6 +4,11 @@ Names (LLaDAModelLM, block_type "llama"): model.transformer.wte (embedding), .bl
 v_proj, attn_out, ff_norm, ff_proj (SiLU gate), up_proj, ff_out (down)}, .ln_f, .ff_out (head; absent when
 weight_tying). Head dim = d_model / n_heads; MLP width mlp_hidden_size (else mlp_ratio·d_model); embedding rows
 embedding_size (else vocab_size). Mask id 126336 (config.json mask_token_id).
+
+Trained as transformers' `LlamaForCausalLM` (no remote code): the same maths under LLaMA names, with a 4D
+bidirectional mask; exports get LLaDA's names and config.json back, so its own modelling code still loads them. A
+LoRA adapter is keyed to the LLaMA names (it loads onto the training view, not onto LLaDA's remote code). The
+embedding has no padding row, as in LLaDA's code: no pad id reaches the config.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 
 from specdiff2.errors import CheckpointError
-from specdiff2.models.archs.base import Arch, field, refuse, rope_theta
+from specdiff2.models.archs.base import Arch, Training, field, llama_training_kwargs, refuse, rope_theta
 
 _BLOCK = {
     "attn_norm": "input_layernorm", "ff_norm": "post_attention_layernorm",
@@ -20,6 +25,8 @@ _BLOCK = {
 }
 _TOP = {"wte": "model.embed_tokens", "ln_f": "model.norm", "ff_out": "lm_head"}
 _NAME = re.compile(r"model\.transformer\.(?:blocks\.(\d+)\.)?(\w+)\.(weight|bias)$")
+_BLOCK_BACK, _TOP_BACK = {v: k for k, v in _BLOCK.items()}, {v: k for k, v in _TOP.items()}
+_OURS = re.compile(r"(?:model\.layers\.(\d+)\.)?([\w.]+)\.(weight|bias)$")
 
 _FIX = "this LLaDA variant is not supported; use LLaDA-8B(-Base/-Instruct) or extend specdiff2/models/archs/llada.py"
 _CHECKS = {
@@ -59,4 +66,23 @@ def _tensor_name(key: str) -> str | None:
     return f"model.layers.{block}.{_BLOCK[module]}.{kind}" if module in _BLOCK else key
 
 
-ARCH = Arch("llada", _model_args, _tensor_name, logit_shift=False, bidirectional=True)
+def _source_name(key: str) -> str:
+    """_tensor_name's inverse: Transformer / LLaMA name -> LLaDA's."""
+    match = _OURS.match(key)
+    if match is None:
+        return key
+    block, module, kind = match.groups()
+    if block is None:
+        return f"model.transformer.{_TOP_BACK[module]}.{kind}" if module in _TOP_BACK else key
+    return f"model.transformer.blocks.{block}.{_BLOCK_BACK[module]}.{kind}" if module in _BLOCK_BACK else key
+
+
+def _hf_config(cfg: dict):
+    from transformers import LlamaConfig
+
+    ids = {k: cfg[k] for k in ("bos_token_id", "eos_token_id") if cfg.get(k) is not None}
+    return LlamaConfig(**llama_training_kwargs(_model_args(cfg), "llada"), **ids)
+
+
+ARCH = Arch("llada", _model_args, _tensor_name, logit_shift=False, bidirectional=True,
+            training=Training("LlamaForCausalLM", _hf_config), source_name=_source_name)
