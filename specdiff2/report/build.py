@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from specdiff2.report.claims import evaluate_claims
+from specdiff2.report.compare import projection_vs_measured
 from specdiff2.report.figures import make_figures
 from specdiff2.report.markdown import (
     arms_section,
@@ -14,8 +15,10 @@ from specdiff2.report.markdown import (
     errors_section,
     figure_notes,
     projection_section,
+    ratios_section,
     speedup_section,
     stages_section,
+    worlds_section,
 )
 from specdiff2.report.projection import alphas_of, costs_from_real_shapes, projection_table, reference_costs
 from specdiff2.report.rundata import RunData, load_run
@@ -59,19 +62,22 @@ def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     costs = step_costs(run)
     projection = projection_table(projection_profiles(run), costs)
     claims = evaluate_claims(run, projection)
+    compared = projection_vs_measured(run, projection)
     notes = figure_notes(run)
     parts = [f"# Reproduction report: {run.root.name}", "",
              ("Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "
               "every number below is computed from them (`python -m specdiff2.report RUN_DIR`)."),
-             stages_section(run), claims_section(claims), speedup_section(run), arms_section(run),
+             stages_section(run), worlds_section(run), claims_section(claims), speedup_section(run),
+             ratios_section(run), arms_section(run),
              "## Figures\n\n" + "\n\n".join(f"**{FIGURE_TEXT[n]}**\n\n![{n}](figures/{p.name})\n\n{notes.get(n, '')}"
                                            for n, p in figures.items()),
-             projection_section(projection, costs), errors_section(run)]
+             projection_section(projection, costs, compared), errors_section(run)]
     report = run.root / "report.md"
     report.write_text("\n\n".join(p for p in parts if p) + "\n")
     write_csv(run, run.root / "decode" / "rows.csv")
     (run.root / "claims.json").write_text(json.dumps([c.as_dict() for c in claims], indent=2))
     (run.root / "projection.json").write_text(json.dumps(projection, indent=2))
+    (run.root / "projection_vs_measured.json").write_text(json.dumps(compared, indent=2))
     if wandb is not None:
         wb = open_run(run.root / "report_wandb", "report", **wandb)
         log_images(wb, figures)

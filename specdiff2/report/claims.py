@@ -1,16 +1,18 @@
-"""The papers' headline claims against a reproduction run: paper number, pocket number per prompt set, verdict.
+"""The papers' headline claims against a reproduction run: paper number, pocket number with its 95% interval over
+prompts, verdict.
 
-Every verdict is computed from the rows, by one rule written here and in the report:
-- reproduced: the measured gain (ratio − 1) is at least half the paper's gain, in the same direction (or the
-  claimed best setting is where the pocket's best lies);
-- refuted: the data are there and miss that bar;
+Every verdict comes from the rows by the rule of report/stats.py (quoted in the report): the pocket statistic's
+bootstrap interval over prompts (paired between the rows a ratio compares) against half the paper's gain —
+*reproduced* when the whole interval reaches that bar, *refuted* when it falls short of it, *inconclusive* when
+it contains it; "no gain" claims use an equivalence band, "best setting" claims the best cell inside the claimed
+region over the best outside (bar 1). Before any of that, the data gates:
 - not comparable: rows are missing, or the claim is about wall-clock throughput and the run timed a CPU (tiny
   models on CPU measure Python overhead, not the memory-bound GPU regime the papers time);
-- too few steps: a row the comparison rests on has fewer than MIN_STEPS verifier steps; then neither
-  reproduced nor refuted is said. Every claim states its sample (prompts, new tokens, verifier steps per row).
-A wall-clock reason names the pocket drafter's share of the step (drafting time / verifying time): the papers'
-speed-ups assume drafting is cheap next to verifying a 32B-72B verifier. The speed-up over AR is also judged on
-the projection to a 72B verifier (report/projection.py), labelled as a projection.
+- too few prompts / too few steps: a row the claim rests on has fewer than MIN_PROMPTS prompts (a bootstrap over
+  fewer says little) or MIN_STEPS verifier steps.
+Speed claims carry the pocket world's verify:draft cost ratio c (measured when the world was built): the papers'
+speed-ups assume drafting is cheap next to verifying a 32B-72B verifier (c ~ 5-10). The speed-up over AR is also
+judged on the projection to a 72B verifier (report/projection.py), labelled as a projection.
 The paper numbers are from /work/shared/REFERENCE.md (SpecDiff-2 arXiv 2511.00606, DiffuSpec arXiv 2510.02358,
 SpecDiff arXiv 2408.05636); the streak +30% throughput is issue 16's reading of SpecDiff-2.
 """
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from specdiff2.report.rundata import RunData
+from specdiff2.report import samples
+from specdiff2.report.rundata import RunData, knob, model_target
+from specdiff2.report.samples import LATE_FROM
+from specdiff2.report.stats import Interval, band_verdict, gain_verdict, threshold_verdict
 
-LATE_FROM = 8  # "late window positions": j >= 8 of a γ=16 window
-# Fewest verifier steps a compared row may have for a verdict: one prompt of 24 tokens (about 10 steps) says nothing;
-# the GPU sweep's 2 prompts x 128 tokens give 60-130 steps per row.
-MIN_STEPS = 50
-CPU_TIMED = ("not comparable", "tok/s timed on CPU (tiny models): not the GPU regime")
+MIN_STEPS = 50  # fewest verifier steps in a compared row
+MIN_PROMPTS = 16  # fewest prompts in a compared row: the interval is a bootstrap over prompts
+CPU_TIMED = ("not comparable", "tok/s timed on CPU (tiny models): not the GPU regime of the paper")
 
 
 @dataclass
@@ -33,10 +36,11 @@ class ClaimResult:
     claim: str
     paper: str
     set: str
-    pocket: str
-    verdict: str  # reproduced | refuted | not comparable | too few steps
+    pocket: str  # the statistic and its 95% interval
+    verdict: str  # reproduced | refuted | inconclusive | not comparable | too few prompts | too few steps
     reason: str
     sample: str = ""  # what the verdict rests on: prompts, new tokens and verifier steps per row
+    c: str = ""  # speed claims: the pocket world's verify:draft cost ratio
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -46,65 +50,100 @@ def _span(values: list[int]) -> str:
     return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
+def _prompts(row: dict) -> int:
+    return int(row.get("prompts", len(row.get("per_prompt", []))))
+
+
 def sample_of(rows: list[dict]) -> str:
-    """'2 prompts, 256 new tokens, 90 verifier steps' (ranges over rows, and the row count, when several)."""
+    """'32 prompts, 8192 new tokens, 4100 verifier steps' (ranges over rows, and the row count, when several)."""
     if not rows:
         return "–"
-    prompts = [int(r.get("prompts", len(r.get("per_prompt", [])))) for r in rows]
+    prompts = [_prompts(r) for r in rows]
     text = (f"{_span(prompts)} prompt{'s' if max(prompts) != 1 else ''}, "
             f"{_span([int(r.get('new_tokens', 0)) for r in rows])} new tokens, "
             f"{_span([int(r.get('verifier_steps', 0)) for r in rows])} verifier steps")
     return text + (f" per row ({len(rows)} rows)" if len(rows) > 1 else "")
 
 
-def result(rows: list[dict], claim: str, paper: str, s: str, pocket: str, verdict: str, reason: str) -> ClaimResult:
-    """A claim row with its sample; a reproduced/refuted verdict on a row of < MIN_STEPS steps is 'too few steps'."""
-    fewest = min((int(r.get("verifier_steps", 0)) for r in rows), default=0)
-    if verdict.startswith(("reproduced", "refuted")) and fewest < MIN_STEPS:
-        label = " (projected)" if verdict.endswith("(projected)") else ""
-        reason = f"{reason}; not judged: {fewest} verifier steps in a row < {MIN_STEPS}"
-        verdict = f"too few steps{label}"
-    return ClaimResult(claim, paper, s, pocket, verdict, reason, sample_of(rows))
+def cost_ratio(run: RunData) -> str:
+    cost = (run.worlds().get(run.main_world()) or {}).get("cost") or {}
+    return f"{cost['ratio']:.1f}" if "ratio" in cost else "?"
 
 
-def overrides_of(row: dict) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in row["overrides"].split())
-
-
-def on_cpu(run: RunData) -> bool:
-    return run.device == "cpu"
-
-
-def gain_verdict(ratio: float | None, paper_ratio: float, speed: bool, run: RunData) -> tuple[str, str]:
-    """The half-the-paper's-gain rule (module docstring)."""
-    if ratio is None:
+def gate(rows: list[dict], speed: bool, run: RunData) -> tuple[str, str] | None:
+    """The data gates (module docstring), before any interval is computed."""
+    if not rows:
         return "not comparable", "no rows for this comparison in the run"
-    if speed and on_cpu(run):
-        return CPU_TIMED[0], CPU_TIMED[1] + " of the paper"
-    need = 1 + 0.5 * (paper_ratio - 1)
-    if ratio >= need:
-        return "reproduced", f"{ratio:.2f}x >= {need:.2f}x (half the paper's gain)"
-    return "refuted", f"{ratio:.2f}x < {need:.2f}x (half the paper's gain)"
+    if speed and run.device == "cpu":
+        return CPU_TIMED
+    fewest = min(_prompts(r) for r in rows)
+    if fewest < MIN_PROMPTS:
+        return "too few prompts", f"not judged: {fewest} prompts in a row < {MIN_PROMPTS}"
+    steps = min(int(r.get("verifier_steps", 0)) for r in rows)
+    if steps < MIN_STEPS:
+        return "too few steps", f"not judged: {steps} verifier steps in a row < {MIN_STEPS}"
+    return None
+
+
+def claim(run: RunData, rows: list[dict], name: str, paper: str, s: str, speed: bool, judge, *args) -> ClaimResult:
+    """judge(*args) -> (pocket text, verdict, reason), called only when the data gates pass."""
+    gated = gate(rows, speed, run)
+    pocket, verdict, reason = ("–", *gated) if gated else judge(*args)
+    return ClaimResult(name, paper, s, pocket, verdict, reason, sample_of(rows), cost_ratio(run) if speed else "")
+
+
+# --- judges: (pocket text, verdict, reason) of one comparison ---
+
+def judge_gain(a: dict, b: dict, paper_ratio: float, metric: str = "tps", label: str = "") -> tuple[str, str, str]:
+    """metric(a) / metric(b) against half the paper's gain (tok/s ratios also show the τ ratio)."""
+    iv = samples.ratio(a, b, metric)
+    shown = iv.text() + (f" tok/s (τ {samples.ratio(a, b, 'tau').text()})" if metric == "tps" else "")
+    return shown + (f" {label}" if label else ""), *gain_verdict(iv, paper_ratio)
+
+
+def judge_faster(a: dict, b: dict) -> tuple[str, str, str]:
+    iv = samples.ratio(a, b, "tps")
+    return f"{iv.text()} tok/s (τ {samples.ratio(a, b, 'tau').text()})", *threshold_verdict(
+        iv, 1.0, "faster than the baseline")
+
+
+def judge_late(a: dict, b: dict) -> tuple[str, str, str]:
+    la, lb = samples.interval(a, "late"), samples.interval(b, "late")
+    if la.value == 0 and lb.value == 0:
+        return "0 vs 0", "inconclusive", f"neither arm accepts any position j >= {LATE_FROM}"
+    iv = samples.ratio(a, b, "late")
+    return f"{iv.text()} (mean α_{LATE_FROM}+ {la.value:.3f} vs {lb.value:.3f})", *gain_verdict(iv, 3.2)
+
+
+def judge_band(a: dict, b: dict) -> tuple[str, str, str]:
+    iv = samples.ratio(a, b, "tau")
+    return f"τ {iv.text()}", *band_verdict(iv, 0.95, 1.05)
+
+
+def judge_best(cells: dict, inside: set, label) -> tuple[str, str, str]:
+    """The best cell inside the claimed region over the best outside, against 1."""
+    best = max(cells, key=lambda c: cells[c]["tokens_per_s"])
+    shown = f"best {label(best)} ({cells[best]['tokens_per_s']:.0f} tok/s)"
+    if not inside or inside == set(cells):
+        return shown, "not comparable", f"the grid {sorted(cells)} has no cell inside, or none outside, the claim"
+    iv = samples.best_share(cells, inside)
+    return f"{shown}; best inside / best outside {iv.text()}", *threshold_verdict(
+        iv, 1.0, "best inside the claimed region over the best outside")
 
 
 def late_alpha(row: dict) -> float | None:
-    # alpha_j only: rows also carry the conditional alpha_cond_j beside it
+    """Mean α_j over j >= LATE_FROM of a row's aggregate (display; the claim uses samples' per-prompt counts).
+    alpha_j only: rows also carry the conditional alpha_cond_j beside it."""
     vals = [v for k, v in row.items() if k.startswith("alpha_") and k[6:].isdigit() and int(k[6:]) >= LATE_FROM]
     return sum(vals) / len(vals) if vals else None
 
 
-def cost_note(row: dict) -> str:
-    """Why a wall-clock verdict may not carry over: drafting time relative to verifying time in this row."""
-    d, v = row.get("drafter_s"), row.get("verifier_s")
-    return f"; drafting {d / v:.1f}x the verify time" if d is not None and v else ""
-
-
-def _steps(*rows: dict) -> int:
-    return int(sum(r.get("verifier_steps", 0) for r in rows))
-
-
 def _one(rows: list[dict]) -> dict | None:
     return rows[0] if rows else None
+
+
+def _ref(run: RunData, s: str) -> dict | None:
+    return _one(run.select(sweep="reference", set=s, temperature=0.0))
 
 
 def streak_vs_ce(run: RunData) -> list[ClaimResult]:
@@ -114,24 +153,10 @@ def streak_vs_ce(run: RunData) -> list[ClaimResult]:
         ce = _one(run.select(sweep="arms", drafter="ce", set=s, temperature=0.0))
         if streak is None or ce is None:
             continue
-        ratio = streak["tokens_per_s"] / max(ce["tokens_per_s"], 1e-9)
-        tau = streak["mean_accept_len"] / max(ce["mean_accept_len"], 1e-9)
-        v, why = gain_verdict(ratio, 1.30, True, run)
-        out.append(result([streak, ce], "streak-distillation: throughput over AR-distillation (CE)", "~+30% tok/s", s,
-                          f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", v, why + cost_note(streak)))
-        late_s, late_c = late_alpha(streak), late_alpha(ce)
-        if late_s is None or late_c is None:
-            v, why, shown = "not comparable", f"no α_j for j >= {LATE_FROM} (γ < {LATE_FROM})", "–"
-        elif late_c == 0 and late_s == 0:
-            why = f"neither arm accepts any position j >= {LATE_FROM} in {_steps(streak, ce)} verifier steps"
-            v, shown = "not comparable", "0 vs 0"
-        else:
-            ratio = late_s / late_c if late_c > 0 else float("inf")
-            v, why = gain_verdict(ratio, 3.2, False, run)
-            why += f" over {_steps(streak, ce)} verifier steps"
-            shown = f"{ratio:.2f}x (mean α_{LATE_FROM}+ {late_s:.3f} vs {late_c:.3f})"
-        out.append(result([streak, ce], f"streak-distillation: late-position (j >= {LATE_FROM}) acceptance over CE",
-                          "3.2x", s, shown, v, why))
+        out.append(claim(run, [streak, ce], "streak-distillation: throughput over AR-distillation (CE)",
+                         "~+30% tok/s", s, True, judge_gain, streak, ce, 1.30))
+        out.append(claim(run, [streak, ce], f"streak-distillation: late-position (j >= {LATE_FROM}) acceptance over "
+                         "CE", "3.2x", s, False, judge_late, streak, ce))
     return out
 
 
@@ -141,104 +166,81 @@ def self_select_drafters(run: RunData, s: str) -> list[str]:
                               if r["sweep"].startswith("self_select")))
 
 
-def _self_select(run: RunData, s: str, drafter: str) -> dict[tuple[int, float], dict]:
-    grid = {}
-    for r in run.select(set=s, temperature=0.0, drafter=drafter):
-        if r["sweep"].startswith("self_select"):
-            o = overrides_of(r)
-            grid[(int(o["decode.strategy.k"]), float(o["decode.strategy.drafter_temperature"]))] = r
-    return grid
+def self_select_grid(run: RunData, s: str, drafter: str) -> dict[tuple[int, float], dict]:
+    """(K, drafter temperature) -> row, from the rows' resolved knobs."""
+    return {(int(knob(r, "k")), float(knob(r, "drafter_temperature"))): r
+            for r in run.select(set=s, temperature=0.0, drafter=drafter) if r["sweep"].startswith("self_select")}
 
 
 def self_selection(run: RunData) -> list[ClaimResult]:
     return [c for s in run.sets() for d in self_select_drafters(run, s)
-            for c in _self_selection(run, _self_select(run, s, d), f"{s} ({d} drafter)")]
+            for c in _self_selection(run, self_select_grid(run, s, d), f"{s} ({d} drafter)")]
 
 
 def _self_selection(run: RunData, grid: dict, s: str) -> list[ClaimResult]:
     out = []
-    hot = [(grid[(8, t)]["tokens_per_s"] / max(grid[(1, t)]["tokens_per_s"], 1e-9), t)
-           for t in (1.5, 2.0) if (8, t) in grid and (1, t) in grid]
-    best = max(hot) if hot else None
-    v, why = gain_verdict(best[0] if best else None, 1.20, True, run)
-    out.append(result([grid[(8, best[1])], grid[(1, best[1])]] if best else [],
-                      "self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
-                      f"{best[0]:.2f}x at t={best[1]:g}" if best else "–", v, why))
+    hot = [t for t in (1.5, 2.0) if (8, t) in grid and (1, t) in grid]
+    # the paper's "up to": the better of its two temperatures, by the point estimate
+    t = max(hot, key=lambda t: grid[(8, t)]["tokens_per_s"] / max(grid[(1, t)]["tokens_per_s"], 1e-9)) if hot else 0
+    pair = [grid[(8, t)], grid[(1, t)]] if hot else []
+    out.append(claim(run, pair, "self-selection: K=8 over K=1, drafter temperature 1.5-2", "up to +20% tok/s", s,
+                     True, judge_gain, *pair, 1.20, "tps", f"at t={t:g}"))
     at8 = {t: r for (k, t), r in grid.items() if k == 8}
-    if len(at8) >= 2 and not on_cpu(run):
-        t_best = max(at8, key=lambda t: at8[t]["tokens_per_s"])
-        ok = 1.5 <= t_best <= 2.0
-        out.append(result(list(at8.values()), "self-selection: best drafter temperature at K=8", "1.5-2", s,
-                          f"t={t_best:g} ({at8[t_best]['tokens_per_s']:.0f} tok/s)",
-                          "reproduced" if ok else "refuted", f"best of {sorted(at8)} is {t_best:g}"))
-    elif len(at8) >= 2:
-        out.append(result(list(at8.values()), "self-selection: best drafter temperature at K=8", "1.5-2", s, "–",
-                          *CPU_TIMED))
+    if len(at8) >= 2:
+        out.append(claim(run, list(at8.values()), "self-selection: best drafter temperature at K=8", "1.5-2", s, True,
+                         judge_best, at8, {t for t in at8 if 1.5 <= t <= 2.0}, lambda t: f"t={t:g}"))
     if (8, 0.1) in grid and (1, 0.1) in grid:
-        tau = grid[(8, 0.1)]["mean_accept_len"] / max(grid[(1, 0.1)]["mean_accept_len"], 1e-9)
-        ok = tau <= 1.05
-        out.append(result([grid[(8, 0.1)], grid[(1, 0.1)]],
-                          "self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none",
-                          s, f"τ {tau:.2f}x", "reproduced" if ok else "refuted",
-                          f"τ gain {tau - 1:+.0%} ({'within' if ok else 'beyond'} ±5%)"))
+        out.append(claim(run, [grid[(8, 0.1)], grid[(1, 0.1)]],
+                         "self-selection: no gain at drafter temperature 0.1 (τ, K=8 vs K=1)", "none", s, False,
+                         judge_band, grid[(8, 0.1)], grid[(1, 0.1)]))
     return out
 
 
-def _diffuspec(run: RunData, s: str) -> dict[str, dict]:
-    variants = {}
+def diffuspec_variants(run: RunData, s: str) -> dict[tuple[bool, bool, str], dict]:
+    """(cps, adl, proxy) -> row of the DiffuSpec ablation, from the rows' resolved fields."""
+    out = {}
     for r in run.select(sweep="diffuspec", set=s, temperature=0.0):
-        o = overrides_of(r)
-        name = f"cps={o.get('decode.strategy.cps', 'true')} adl={o.get('decode.strategy.adl', 'true')}"
-        if "decode/proxy@decode.models.proxy" in o:
-            name += f" proxy={o['decode/proxy@decode.models.proxy']}"
-        variants[name] = r
-    return variants
+        proxy = (model_target(r, "proxy") or "none").rsplit(".", 1)[-1]
+        out[(bool(knob(r, "cps")), bool(knob(r, "adl")), proxy)] = r
+    return out
+
+
+def variant_name(key: tuple[bool, bool, str]) -> str:
+    cps, adl, proxy = key
+    return f"cps={str(cps).lower()} adl={str(adl).lower()} proxy={proxy}"
 
 
 def diffuspec(run: RunData) -> list[ClaimResult]:
     out = []
     for s in run.sets():
-        v = _diffuspec(run, s)
-        both, fixed = v.get("cps=true adl=true"), v.get("cps=false adl=false")
-        if both and fixed:
-            ratio = both["tokens_per_s"] / max(fixed["tokens_per_s"], 1e-9)
-            tau = both["mean_accept_len"] / max(fixed["mean_accept_len"], 1e-9)
-            if on_cpu(run):
-                verdict, why = CPU_TIMED
-            else:
-                verdict, why = ("reproduced", "CPS+ADL faster") if ratio > 1 else ("refuted", "fixed length faster")
-            out.append(result([both, fixed], "DiffuSpec: CPS+ADL over fixed draft length", "> 1x", s,
-                              f"{ratio:.2f}x tok/s (τ {tau:.2f}x)", verdict, why + cost_note(both)))
-        timed = [r for r in v.values() if "speedup_ar" in r]
-        if timed:
-            best = max(timed, key=lambda r: r["speedup_ar"])
-            verdict, why = gain_verdict(best["speedup_ar"], 3.0, True, run)
-            out.append(result([best], "DiffuSpec: speed-up over AR (best variant)", "up to 3x", s,
-                              f"{best['speedup_ar']:.2f}x", verdict, why))
+        v = diffuspec_variants(run, s)
+        fixed = next((k for k in v if not k[0] and not k[1]), None)
+        both = (True, True, fixed[2]) if fixed else None  # the same proxy as the fixed-length row
+        if fixed and both in v:
+            out.append(claim(run, [v[both], v[fixed]], "DiffuSpec: CPS+ADL over fixed draft length", "> 1x", s, True,
+                             judge_faster, v[both], v[fixed]))
+        ref = _ref(run, s)
+        if v and ref is not None:
+            best = max(v, key=lambda k: v[k]["tokens_per_s"])
+            out.append(claim(run, [v[best], ref], "DiffuSpec: speed-up over AR (best variant)", "up to 3x", s, True,
+                             judge_gain, v[best], ref, 3.0, "tps", f"({variant_name(best)})"))
     return out
+
+
+def gamma_steps_cells(run: RunData, s: str) -> dict[tuple[int, int], dict]:
+    """(γ, denoising steps T) -> row of the SpecDiff grid, from the rows' resolved knobs."""
+    return {(int(knob(r, "gamma")), int(knob(r, "steps"))): r
+            for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0)}
 
 
 def specdiff_gamma_steps(run: RunData) -> list[ClaimResult]:
     out = []
     for s in run.sets():
-        cells = {}
-        for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0):
-            o = overrides_of(r)
-            cells[(int(o["decode.strategy.gamma"]), int(o["decode.strategy.steps"]))] = r
-        if not cells:
-            continue
-        gammas, steps = {g for g, _ in cells}, {t for _, t in cells}
-        best = max(cells, key=lambda c: cells[c]["tokens_per_s"])
-        shown = f"best γ={best[0]}, T={best[1]} ({cells[best]['tokens_per_s']:.0f} tok/s)"
-        if on_cpu(run):
-            verdict, why = CPU_TIMED
-        elif not any(10 <= g <= 20 for g in gammas) or not any(4 <= t <= 6 for t in steps):
-            verdict, why = "not comparable", f"grid γ {sorted(gammas)} × T {sorted(steps)} misses γ 10-20 or T 4-6"
-        else:
-            ok = 10 <= best[0] <= 20 and 4 <= best[1] <= 6
-            verdict, why = ("reproduced" if ok else "refuted"), f"best of {len(cells)} cells"
-        out.append(result(list(cells.values()), "SpecDiff: best γ and denoising steps T", "γ 10-20, T 4-6", s, shown,
-                          verdict, why))
+        cells = gamma_steps_cells(run, s)
+        if cells:
+            inside = {c for c in cells if 10 <= c[0] <= 20 and 4 <= c[1] <= 6}
+            out.append(claim(run, list(cells.values()), "SpecDiff: best γ and denoising steps T", "γ 10-20, T 4-6", s,
+                             True, judge_best, cells, inside, lambda c: f"γ={c[0]}, T={c[1]}"))
     return out
 
 
@@ -246,17 +248,24 @@ def specdiff2_speedup(run: RunData) -> list[ClaimResult]:
     out = []
     for s in run.sets():
         rows = [r for r in run.select(set=s, temperature=0.0) if r["drafter"] == "streak" and "speedup_ar" in r]
-        if not rows:
-            continue
-        best = max(rows, key=lambda r: r["speedup_ar"])
-        verdict, why = gain_verdict(best["speedup_ar"], 4.22, True, run)
-        out.append(result([best], "SpecDiff-2: speed-up over AR (streak drafter, best method)",
-                          "4.22x avg, up to 5.5x", s, f"{best['speedup_ar']:.2f}x ({best['method']})", verdict,
-                          why + cost_note(best)))
+        ref = _ref(run, s)
+        if rows and ref is not None:
+            best = max(rows, key=lambda r: r["speedup_ar"])
+            out.append(claim(run, [best, ref], "SpecDiff-2: speed-up over AR (streak drafter, best method)",
+                             "4.22x avg, up to 5.5x", s, True, judge_gain, best, ref, 4.22, "tps", f"({best['method']})"))
     return out
 
 
 PROJECTED_TARGET = "Qwen2.5-72B"
+
+
+def judge_projected(p: dict, row: dict) -> tuple[str, str, str]:
+    """The projected speed-up is linear in τ: the row's τ interval carried through it."""
+    tau = samples.interval(row, "tau")
+    scale = p["speedup"] / tau.value
+    iv = Interval(p["speedup"], tau.low * scale, tau.high * scale, tau.n)
+    verdict, why = gain_verdict(iv, 4.22)
+    return f"{iv.text()} projected (τ {p['tau']:.2f})", f"{verdict} (projected)", f"projection, not a measurement: {why}"
 
 
 def specdiff2_projected(run: RunData, projection: list[dict]) -> list[ClaimResult]:
@@ -267,11 +276,12 @@ def specdiff2_projected(run: RunData, projection: list[dict]) -> list[ClaimResul
         arm, _, s = p["profile"].partition(" / ")
         if arm != "streak" or p["target"] != PROJECTED_TARGET:
             continue
-        verdict, why = gain_verdict(p["speedup"], 4.22, False, run)
-        out.append(result(run.select(sweep="arms", drafter="streak", set=s, temperature=0.0),
-                          f"SpecDiff-2: speed-up over AR, projected to {PROJECTED_TARGET} (streak α, 7B drafter)",
-                          "4.22x avg, up to 5.5x", s, f"{p['speedup']:.2f}x projected (τ {p['tau']:.2f})",
-                          f"{verdict} (projected)", f"projection, not a measurement: {why}"))
+        rows = run.select(sweep="arms", drafter="streak", set=s, temperature=0.0)
+        result = claim(run, rows, f"SpecDiff-2: speed-up over AR, projected to {PROJECTED_TARGET} (streak α, 7B "
+                       "drafter)", "4.22x avg, up to 5.5x", s, False, judge_projected, p, _one(rows))
+        if not result.verdict.endswith("(projected)"):
+            result.verdict += " (projected)"
+        out.append(result)
     return out
 
 
@@ -279,4 +289,4 @@ CLAIMS = (streak_vs_ce, self_selection, diffuspec, specdiff_gamma_steps, specdif
 
 
 def evaluate_claims(run: RunData, projection: list[dict] | None = None) -> list[ClaimResult]:
-    return [result for claim in CLAIMS for result in claim(run)] + specdiff2_projected(run, projection or [])
+    return [result for claim_fn in CLAIMS for result in claim_fn(run)] + specdiff2_projected(run, projection or [])

@@ -8,9 +8,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from specdiff2.report.claims import _diffuspec, _self_select, overrides_of, self_select_drafters
+from specdiff2.report.claims import (
+    diffuspec_variants,
+    gamma_steps_cells,
+    self_select_drafters,
+    self_select_grid,
+    variant_name,
+)
 from specdiff2.report.projection import alphas_of
-from specdiff2.report.rundata import RunData
+from specdiff2.report.rundata import RunData, method_of
 
 
 def _grid(n: int, w: float = 4.2, h: float = 3.4):
@@ -48,7 +54,7 @@ def tps_vs_k(run: RunData, out: Path) -> Path | None:
         return None
     fig, axes = _grid(len(panels))
     for ax, (s, d) in zip(axes, panels):
-        grid = _self_select(run, s, d)
+        grid = self_select_grid(run, s, d)
         for t in sorted({t for _, t in grid}):
             ks = sorted(k for k, tt in grid if tt == t)
             ax.plot(ks, [grid[(k, t)]["tokens_per_s"] for k in ks], marker="o", label=f"t={t:g}")
@@ -74,10 +80,7 @@ def gamma_steps_heatmap(run: RunData, out: Path) -> Path | None:
         return None
     fig, axes = _grid(len(sets), 4.8, 3.8)
     for ax, s in zip(axes, sets):
-        cells = {}
-        for r in run.select(sweep="specdiff_gamma_steps", set=s, temperature=0.0):
-            o = overrides_of(r)
-            cells[(int(o["decode.strategy.gamma"]), int(o["decode.strategy.steps"]))] = r
+        cells = gamma_steps_cells(run, s)
         gammas, steps = sorted({g for g, _ in cells}), sorted({t for _, t in cells})
         grid = [[cells[(g, t)]["tokens_per_s"] if (g, t) in cells else float("nan") for t in steps] for g in gammas]
         im = ax.imshow(grid, cmap="viridis", aspect="auto")
@@ -95,19 +98,19 @@ def gamma_steps_heatmap(run: RunData, out: Path) -> Path | None:
 
 def diffuspec_bars(run: RunData, out: Path) -> Path | None:
     """DiffuSpec ablation: speed-up over ar (τ on each bar) per variant."""
-    sets = [s for s in run.sets() if _diffuspec(run, s)]
+    sets = [s for s in run.sets() if diffuspec_variants(run, s)]
     if not sets:
         return None
     fig, axes = _grid(len(sets), 5.0, 3.6)
     for ax, s in zip(axes, sets):
-        variants = _diffuspec(run, s)
+        variants = diffuspec_variants(run, s)
         names = list(variants)
         values = [variants[n].get("speedup_ar", 0.0) for n in names]
         bars = ax.bar(range(len(names)), values, color="tab:blue")
         for b, n in zip(bars, names):
             ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"τ{variants[n]['mean_accept_len']:.2f}",
                     ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(names)), [n.replace(" ", "\n") for n in names], fontsize=6)
+        ax.set_xticks(range(len(names)), [variant_name(n).replace(" ", "\n") for n in names], fontsize=6)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set(title=f"DiffuSpec ablation, {s}", ylabel="x ar (tok/s)")
     return _save(fig, out / "diffuspec_bars.png")
@@ -124,7 +127,7 @@ def accept_hist(run: RunData, out: Path) -> Path | None:
     for ax, s in zip(axes, sets):
         best: dict[str, dict] = {}
         for r in run.select(set=s, temperature=0.0):
-            name = r.get("method", "?").split()[0]  # one line per method, not per grid point
+            name = method_of(r)  # one line per method, not per grid point
             if len(r.get("accept_hist", [])) > 1 and r["verifier_steps"] > best.get(name, {}).get("verifier_steps", -1):
                 best[name] = r
         for name, r in best.items():

@@ -69,7 +69,7 @@ def project(alphas: list[float], costs: StepCosts, target_bytes: float, gamma: i
     t_ar, t_verify = costs.verify(1) * scale, costs.verify(gamma + 1) * scale
     t_draft = costs.draft(gamma)  # the drafter keeps its measured (7B-class) size
     tau = tau_from_alphas(alphas[:gamma])
-    return {"tau": tau, "t_ar_ms": t_ar, "t_draft_ms": t_draft, "t_verify_ms": t_verify,
+    return {"gamma": gamma, "tau": tau, "t_ar_ms": t_ar, "t_draft_ms": t_draft, "t_verify_ms": t_verify,
             "speedup": tau * t_ar / (t_draft + t_verify), "scale": scale}
 
 
