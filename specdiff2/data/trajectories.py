@@ -44,6 +44,7 @@ from specdiff2.models.runner import KERNEL_MODES, MODES
 from specdiff2.models.tokenizer import encode_prompt, load_tokenizer, stop_ids
 
 MANIFEST = "manifest.json"
+_LAYOUT_FIELDS = ("tensor_parallel_size", "compile", "kernels")  # how, not what: outside the fingerprint
 SHARD_NAME = re.compile(r"shard-\d{5}(\.tmp)?")  # shard dirs and their temp dirs: all this module ever writes
 
 
@@ -160,10 +161,15 @@ def text_prompts(spec: GenerationSpec, tokenizer) -> PromptSet:
 
 
 def fingerprint(spec: GenerationSpec, verifier_dir: Path, prompts: PromptSet) -> str:
-    """Hash of everything that determines the store's content: settings, verifier weights, prompt tokens."""
+    """Hash of everything that determines the store's content: settings, verifier weights, prompt tokens.
+
+    How the same computation is laid out (tensor-parallel width, graphs, compiled kernels) is left out, so a
+    killed run can resume on another GPU count; the hash of a store made before those fields existed is kept."""
     weights = sorted(verifier_dir.glob("*.safetensors"))
     ident = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
-    payload = json.dumps([dataclasses.asdict(spec), str(verifier_dir.resolve()), ident,
+    settings = {k: v for k, v in dataclasses.asdict(spec).items() if k not in _LAYOUT_FIELDS}
+    settings["tensor_parallel_size"] = 1
+    payload = json.dumps([settings, str(verifier_dir.resolve()), ident,
                           (verifier_dir / "config.json").read_text(), prompts.ids, prompts.tokens],
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
