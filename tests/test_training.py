@@ -189,9 +189,9 @@ def test_online_verifier_topk_matches_the_stored_topk(micro_world, cache_dir, tm
                     "trainer.val_check_interval=2")
     summary = train(cfg)  # trains on online soft targets (loads the verifier)
     dm = TrajectoryDataModule(summary["sections"]["trajectories"]["store"], gamma=4, mask_token_id=1, max_len=64,
-                              windows_per_batch=8, val_fraction=0.25)
+                              windows_per_batch=8, val_fraction=0.25, val_train_windows=0)
     dm.setup()
-    batch = next(iter(dm.val_dataloader()))
+    batch = next(iter(dm.val_dataloader()))  # the held-out loader alone (no training slice)
     module = DistillModule(str(micro_world.drafter), LossMix({"kl": 1.0}), torch.optim.AdamW,
                            verifier_path=str(micro_world.verifier), online_topk=4)
     ids, lps = module._online_topk(batch, drafter_vocab=10**6)
