@@ -54,6 +54,24 @@ class DrafterSpec(ModelSpec):
 
 
 @dataclass
+class CostSpec:
+    """How the build measures the verify:draft cost ratio c (pocket/cost.py). Not part of spec.json: it changes
+    no artefact, so a world built before it existed keeps matching its spec."""
+
+    prefix: int = 256  # committed tokens before the timed step (a prompt plus some output)
+    iters: int = 20  # timed repetitions (median)
+    warmup: int = 3
+    # models/runner.py KERNEL_MODES, or auto: elementwise on CUDA (compiled norms/RoPE/SiLU, seconds to compile),
+    # eager on CPU; block = decode's compiled forward (closest to decode, but compiles the verifier at build)
+    kernels: str = "auto"
+    min_ratio: float = 0.0  # > 0: the build says so in one line when the measured c is below (the world is kept)
+
+
+# PocketSpec fields that change no built artefact: left out of spec.json (and of the "same spec" check).
+BUILD_ONLY = ("cost", "share_stages_from")
+
+
+@dataclass
 class PocketSpec:
     name: str = "tiny"
     seed: int = 0
@@ -70,13 +88,19 @@ class PocketSpec:
     accelerator: str = "cpu"
     precision: str = "32-true"
     num_workers: int = 0
+    cost: CostSpec = field(default_factory=CostSpec)
+    # Sibling worlds (names under the same parent directory) whose finished stages this world links instead of
+    # building, when their spec equals this one except the name and the verifier: a second verifier at another
+    # cost ratio then costs only its own pretraining (world.py).
+    share_stages_from: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in BUILD_ONLY}
 
     def __post_init__(self):
-        for name in ("corpus", "verifier", "drafter", "ar_drafter"):
-            value, cls = getattr(self, name), {"corpus": CorpusSpec, "drafter": DrafterSpec}.get(name, ModelSpec)
+        for name in ("corpus", "verifier", "drafter", "ar_drafter", "cost"):
+            value, cls = getattr(self, name), {"corpus": CorpusSpec, "drafter": DrafterSpec,
+                                               "cost": CostSpec}.get(name, ModelSpec)
             if isinstance(value, dict):  # built from plain YAML
                 setattr(self, name, cls(**value))
         for role in ("verifier", "drafter", "ar_drafter"):

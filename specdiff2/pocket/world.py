@@ -12,11 +12,17 @@ round and logs through train.py's CSV logger, `<stage>/csv/version_0/metrics.csv
 val/alpha_1..γ: greedy acceptance of held-out windows); world.json records each stage's figures, wall time
 and final α curve. The corpus
 leaves out `pocket.corpus.heldout_packages`, the source of the held-out prompt set (`data=heldout`).
+
+Once built, the world's verify:draft cost ratio c is measured on the build device and printed (pocket/cost.py;
+world.json `cost`). A world may link the finished stages of sibling worlds (`pocket.share_stages_from`) whose spec
+equals its own except the name and the verifier: two verifiers at different cost ratios then share one corpus,
+tokenizer and pair of drafters, and the second costs only its verifier's pretraining.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +30,8 @@ from pathlib import Path
 from specdiff2.errors import ConfigError
 from specdiff2.pocket import build
 from specdiff2.pocket.spec import STAGES, PocketSpec, PocketWorld
+
+OWN_STAGES = ("verifier",)  # stages a world never links from a sibling: what makes it a different world
 
 # Stage name -> builder; the order of STAGES is the build order.
 BUILDERS = {
@@ -52,6 +60,39 @@ def _check_spec(root: Path, spec: PocketSpec) -> None:
         )
 
 
+def _write_summary(root: Path, summary: dict) -> None:
+    tmp = root / f"world.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(root / "world.json")  # readers (other processes, tests) never see a half-written file
+
+
+def sibling_with(spec: PocketSpec, root: Path, stage: str) -> Path | None:
+    """A world named in pocket.share_stages_from (beside `root`) that finished `stage` from the same inputs: its
+    spec.json equals this spec except the name and the verifier."""
+    if stage in OWN_STAGES:
+        return None
+    want = {k: v for k, v in spec.to_dict().items() if k not in ("name", *OWN_STAGES)}
+    for name in spec.share_stages_from:
+        other = root.parent / name
+        if other != root and (other / f"{stage}.done").exists() and (other / "spec.json").exists():
+            have = json.loads((other / "spec.json").read_text())
+            if {k: v for k, v in have.items() if k not in ("name", *OWN_STAGES)} == want:
+                return other
+    return None
+
+
+def _link_stage(root: Path, other: Path, stage: str) -> dict:
+    (root / stage).symlink_to(Path("..") / other.name / stage, target_is_directory=True)
+    return {**PocketWorld(other).summary().get(stage, {}), "shared_from": other.name}
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():  # a linked stage: drop the link, never the sibling's files
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _log(line: str) -> None:
     print(line, flush=True)  # progress must show at once, also when stdout is a file
 
@@ -62,21 +103,38 @@ def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=_log) -> PocketW
     world = PocketWorld(root)
     if all((root / f"{s}.done").exists() for s in STAGES):
         _check_spec(root, spec)
+        _measure_cost(spec, world, log)  # worlds built before the measurement existed get it once
         return world
     _check_spec(root, spec)
     summary = world.summary()
     for stage in STAGES:
         if (root / f"{stage}.done").exists():
             continue
-        out = root / stage
-        if out.exists():  # a stage killed half-way leaves debris: redo it from scratch
-            shutil.rmtree(out)
-        log(f"[pocket:{spec.name}] building {stage} ...")
-        t0 = time.perf_counter()
-        info = BUILDERS[stage](spec, world, log)
-        info["wall_s"] = round(time.perf_counter() - t0, 2)
-        summary[stage] = info
-        (root / "world.json").write_text(json.dumps(summary, indent=2))
+        _remove(root / stage)  # a stage killed half-way leaves debris: redo it from scratch
+        other = sibling_with(spec, root, stage)
+        if other is not None:
+            summary[stage] = _link_stage(root, other, stage)
+            log(f"[pocket:{spec.name}] {stage}: linked from {other} (same inputs)")
+        else:
+            log(f"[pocket:{spec.name}] building {stage} ...")
+            t0 = time.perf_counter()
+            info = BUILDERS[stage](spec, world, log)
+            info["wall_s"] = round(time.perf_counter() - t0, 2)
+            summary[stage] = info
+            log(f"[pocket:{spec.name}] {stage} done in {info['wall_s']} s")
+        _write_summary(root, summary)
         (root / f"{stage}.done").touch()
-        log(f"[pocket:{spec.name}] {stage} done in {info['wall_s']} s")
+    _measure_cost(spec, world, log)
     return world
+
+
+def _measure_cost(spec: PocketSpec, world: PocketWorld, log) -> None:
+    """The verify:draft cost ratio, measured once on the build device and kept in world.json (`cost`)."""
+    from specdiff2.pocket.cost import measure_world
+
+    summary = world.summary()
+    if "cost" in summary:
+        return
+    info = measure_world(spec, world, log)
+    if info is not None:
+        _write_summary(world.root, {**world.summary(), "cost": info})
