@@ -1,25 +1,24 @@
-"""`tree` (best-first draft tree from one pass) and deterministic candidates: the tree is the N most probable
-prefixes (brute force), `sampled_match` has exactly the verifier's law (enumeration), the engine stays lossless
-(greedy == `ar`, at the context limit too; χ² at T = 1), and the step never syncs with the host."""
+"""`tree` and deterministic candidates, the pieces: the best-first tree is the N most probable prefixes (or the N best
+expected streaks), the trie of K paths keeps its N best nodes (brute force), `sampled_match` has exactly the verifier's
+law (enumeration). Every source on the engine (greedy, context limit, χ², no host sync): tests/test_tree_sources.py."""
 
 import itertools
+import math
 
 import pytest
 import torch
 
-from specdiff2.decode.acceptance.rules import RejectionRule, auto_rule, greedy_tree
+from specdiff2.decode.acceptance.rules import auto_rule, greedy_tree
 from specdiff2.decode.draft import Draft, Layout
 from specdiff2.decode.engine import DecodeEngine
 from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
 from specdiff2.decode.sampling import SamplingParams
 from specdiff2.decode.strategies.ar import Autoregressive
 from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, sample_trie
+from specdiff2.decode.strategies.tree import TreeStrategy, best_first_tree, paths_tree
 from specdiff2.errors import SpecDiffError
 from specdiff2.models.masks import tree_ancestors
 from specdiff2.models.refs import CheckpointRef
-from tests.nosync import engine_step_syncs
-from tests.stats import chi2_fits, first_two_counts, first_two_law
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -55,16 +54,67 @@ def prefixes(tokens, parents):
     return out
 
 
-def test_samples_merge_into_one_trie_of_distinct_children():
+def every_prefix(gamma: int, vocab: int):
+    return [p for d in range(1, gamma + 1) for p in itertools.product(range(vocab), repeat=d)]
+
+
+def streak(logq: torch.Tensor, prefix: tuple) -> float:
+    """Brute force: Σ_m Π_{j≤m} q_j(x_j) along `prefix` continued by each later position's argmax, from its end."""
+    x = list(prefix) + [int(logq[j].argmax()) for j in range(len(prefix), logq.shape[0])]
+    lq = [float(logq[j, t]) for j, t in enumerate(x)]
+    return sum(math.exp(sum(lq[: m + 1])) for m in range(len(prefix) - 1, len(x)))
+
+
+def ranked(logq: torch.Tensor, prefix: tuple, score: str) -> float:
+    return streak(logq, prefix) if score == "streak" else sum(float(logq[j, t]) for j, t in enumerate(prefix))
+
+
+def test_twins_share_their_node_in_the_trie_of_paths():
     drafts = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 7], [5, 6, 7]])  # (K, γ)
-    parents, depth, paths = sample_trie(drafts)
-    assert paths.tolist() == [[0, 1, 2], [0, 1, 5], [0, 7, 8], [0, 1, 2]]  # twins share nodes
-    assert parents.tolist() == [-1, 0, 1, -1, 0, 1, -1, 0, 7, -1, 0, 1]
-    children = {}
-    for row, tokens in zip(paths.tolist(), drafts.tolist()):
-        for d, node in enumerate(row):
-            children.setdefault(row[d - 1] if d else -1, {}).setdefault(tokens[d], set()).add(node)
-    assert all(len(nodes) == 1 for kids in children.values() for nodes in kids.values())  # one node per token
+    logq = torch.zeros(3, 10).log_softmax(-1)
+    tokens, parents, _, score = paths_tree(drafts, logq, 12)
+    real = score > float("-inf")
+    pre = prefixes(tokens, parents)
+    want = {tuple(d[: j + 1]) for d in drafts.tolist() for j in range(3)}
+    assert sorted(p for p, r in zip(pre, real.tolist()) if r) == sorted(want)  # one node per distinct prefix
+    assert int(real.sum()) == 6 and len(pre) == 12 and set(pre) == set(want)  # the rest: padding twins
+    tokens, parents, _, score = paths_tree(drafts, logq, 12, alive=torch.tensor([True, True, False, True]))
+    real = [p for p, lq in zip(prefixes(tokens, parents), score.tolist()) if lq > float("-inf")]
+    assert sorted(real) == sorted(want - {(5, 9), (5, 9, 7)})  # a dead path (a CPS beam never live) adds no node
+
+
+@pytest.mark.parametrize("score", ["path", "streak"])
+def test_the_trie_of_paths_keeps_its_best_nodes(score):
+    """Brute force: K random paths over V=3 (twins are common) merged and cut to N nodes hold the N best distinct
+    prefixes by path probability (score=streak: by the brute-force streak), parents first; all of them when fewer."""
+    g = torch.Generator().manual_seed(1)
+    for _ in range(60):
+        logq = torch.randn(3, 3, generator=g, dtype=torch.float64).log_softmax(-1)  # (γ, V)
+        paths = torch.randint(0, 3, (5, 3), generator=g)  # (K, γ)
+        n = int(torch.randint(1, 16, (1,), generator=g))
+        tokens, parents, depth, path_lq = paths_tree(paths, logq, n, score)
+        distinct = {tuple(p[: j + 1]) for p in paths.tolist() for j in range(3)}
+        want = sorted(distinct, key=lambda p, lq=logq: ranked(lq, p, score), reverse=True)[: min(n, 15)]
+        pre = prefixes(tokens, parents)
+        real = [p for p, lq in zip(pre, path_lq.tolist()) if lq > float("-inf")]
+        assert sorted(real) == sorted(want) and len(pre) == min(n, 15)
+        assert (parents < torch.arange(len(pre))).all() and all(len(p) == d + 1 for p, d in zip(pre, depth.tolist()))
+        for p, lq in zip(pre, path_lq.tolist()):
+            if lq > float("-inf"):
+                assert lq == pytest.approx(sum(float(logq[j, t]) for j, t in enumerate(p)))
+
+
+def test_the_streak_score_keeps_the_best_expected_streaks():
+    """score=streak: the tree holds the N prefixes with the highest Σ_m Π q along the prefix and the argmax after it
+    (brute force over every prefix of a γ=3, V=4 window), and is prefix-closed."""
+    g = torch.Generator().manual_seed(2)
+    for _ in range(60):
+        logq = torch.randn(3, 4, generator=g, dtype=torch.float64).log_softmax(-1)  # (γ, V)
+        n = int(torch.randint(1, 20, (1,), generator=g))
+        tokens, parents, _, _ = best_first_tree(logq, n, 4, "streak")
+        want = sorted(every_prefix(3, 4), key=lambda p: streak(logq, p), reverse=True)[:n]
+        pre = prefixes(tokens, parents)
+        assert sorted(pre) == sorted(want) and (parents < torch.arange(n)).all()
 
 
 def test_the_tree_is_the_most_probable_prefixes():
@@ -75,8 +125,7 @@ def test_the_tree_is_the_most_probable_prefixes():
         logq = torch.randn(3, 4, generator=g, dtype=torch.float64).log_softmax(-1)  # (γ, V)
         n = int(torch.randint(1, 20, (1,), generator=g))
         tokens, parents, depth, score = best_first_tree(logq, n, 4)
-        every = sorted((sum(float(logq[j, t]) for j, t in enumerate(p)) for d in (1, 2, 3)
-                        for p in itertools.product(range(4), repeat=d)), reverse=True)
+        every = sorted((sum(float(logq[j, t]) for j, t in enumerate(p)) for p in every_prefix(3, 4)), reverse=True)
         torch.testing.assert_close(score.sort(descending=True).values, torch.tensor(every[:n], dtype=torch.float64))
         pre = prefixes(tokens, parents)
         assert len(set(pre)) == n and all(len(p) == d + 1 for p, d in zip(pre, depth.tolist()))
@@ -114,57 +163,13 @@ def test_sampled_match_has_the_verifier_law_for_any_fixed_tree():
         torch.testing.assert_close(law, want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("kwargs", [dict(nodes=1), dict(nodes=8), dict(nodes=24),
-                                    dict(source="samples", k=3, drafter_temperature=1.5)])
-def test_greedy_output_equals_verifier_greedy(world, greedy_reference, kwargs):
-    eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=6, branch=3, **kwargs),
-                       auto_rule(SamplingParams()), SamplingParams())
-    for p, ref in greedy_reference.items():
-        gen = eng.generate(list(p), 24)
-        assert gen.token_ids == ref
-        assert gen.metrics["verifier_steps"] < len(ref)  # the causal drafter copies the verifier: drafts accepted
-
-
-def test_the_context_limit_keeps_greedy_output(world, greedy_reference):
-    w, _, tok, prompts = world
-    prompt = list(next(iter(greedy_reference)))
-    for room in (2, 5):
-        verifier, _ = load_verifier(CheckpointRef("verifier", str(w.verifier)), CPU, len(prompt) + room)
-        gen = DecodeEngine(verifier, tok, TreeStrategy(drafter(world), gamma=6, nodes=16), auto_rule(SamplingParams()),
-                           SamplingParams()).generate(prompt, 64)
-        assert gen.token_ids == greedy_reference[tuple(prompt)][: len(gen.token_ids)] and len(gen.token_ids) == room
-
-
-@pytest.mark.parametrize("kind", ["tree", pytest.param("samples_trie", marks=pytest.mark.slow),
-                                  pytest.param("specdiff_argmax", marks=pytest.mark.slow)])  # same rule; suite time
-def test_sampled_tokens_follow_the_verifier(world, kind):
-    """Engine χ² at T = 1, top-k 3 on the first two tokens: deterministic candidates (a tree, or specdiff's argmax
-    proposals) verified by sampled matching."""
-    _, verifier, tok, prompts = world
-    params = SamplingParams(1.0, 3)
-    strategy = {"tree": lambda: TreeStrategy(drafter(world), gamma=3, nodes=8, branch=3),
-                "samples_trie": lambda: TreeStrategy(drafter(world), gamma=3, source="samples", k=3,
-                                                     drafter_temperature=1.5, drafter_top_k=3),
-                "specdiff_argmax": lambda: SpecDiffStrategy(drafter(world), gamma=3, proposal="argmax")}[kind]()
-    eng = DecodeEngine(verifier, tok, strategy, RejectionRule(), params)
-    prompt = prompts[1]
-    cells, law = first_two_law(verifier.model, params, prompt)
-    counts, gens = first_two_counts(eng, prompt, cells, 300)
-    assert sum(g.steps[0][0] > 0 for g in gens) > 30  # drafts are accepted, not only corrections
-    assert chi2_fits(counts, law)
-
-
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_tree_step_never_syncs_with_the_host(world, temperature):
-    for kwargs in (dict(nodes=12), dict(source="samples", k=3)):
-        eng = DecodeEngine(world[1], world[2], TreeStrategy(drafter(world), gamma=4, **kwargs),
-                           auto_rule(SamplingParams(temperature)), SamplingParams(temperature))
-        assert engine_step_syncs(eng, world[3][0]) == []
-
-
-def test_bad_inputs_give_one_line_errors():
+def test_bad_inputs_give_one_line_errors(world):
     for fn, needle in [(lambda: TreeStrategy(None, nodes=0), "nodes=0"), (lambda: TreeStrategy(None, gamma=0), "gamma"),
                        (lambda: TreeStrategy(None, source="beam"), "source='beam'"),
+                       (lambda: TreeStrategy(None, score="best"), "score='best'"),
+                       (lambda: TreeStrategy(None, tau=0.0), "tau=0.0"),
+                       (lambda: TreeStrategy(None, source="cps"), "needs a causal proxy"),
+                       (lambda: TreeStrategy(drafter(world), source="ar_topk"), "AR drafter"),
                        (lambda: SpecDiffStrategy(None, proposal="best"), "proposal")]:
         with pytest.raises(SpecDiffError) as err:
             fn()

@@ -99,6 +99,12 @@ def load_ar_drafter(ref: CheckpointRef, ctx: EngineContext) -> ARDrafter:
     return ARDrafter(model, proposable, ctx.max_seq_len, ctx.compile, ctx.kernels)
 
 
+def load_drafter(ref: CheckpointRef, ctx: EngineContext, cache: str = "auto") -> DiffusionDrafter | ARDrafter:
+    """The drafter adapter the ref's role names: the AR drafter (role ar_drafter) or a diffusion drafter (decode=tree
+    drafts with either, by its source)."""
+    return load_ar_drafter(ref, ctx) if ref.role == "ar_drafter" else load_diffusion_drafter(ref, ctx, cache)
+
+
 def load_ar_proxy(ref: CheckpointRef, ctx: EngineContext, floor: float = -100.0) -> ARProxy:
     """DiffuSpec's verifier-aware causal proxy: the AR drafter's log-probs (see `ARProxy`)."""
     model, _, proposable, _ = load_drafter_model(ref, ctx, diffusion=False)

@@ -50,6 +50,13 @@ def build_lattice(logits: torch.Tensor, tau: float, m_max: int) -> Lattice:
 
 
 def beam_search(lattice: Lattice, proxy_fn, lam: float, beam: int, n: torch.Tensor | None = None):
+    """The best path of `beam_paths`: tokens (L,), candidate indices (L,), score (0-d)."""
+    idx, score = beam_paths(lattice, proxy_fn, lam, beam, n)
+    best = idx[0]  # (L,)
+    return lattice.ids.gather(1, best[:, None])[:, 0], best, score[0]
+
+
+def beam_paths(lattice: Lattice, proxy_fn, lam: float, beam: int, n: torch.Tensor | None = None):
     """Left-to-right beam search for max_π Σ_{i<n} λ log q_i(π_i) + (1 − λ) log p_proxy(π_i | ·), at fixed shapes.
 
     proxy_fn(i, beam_idx (B, i), beam_tokens (B, i)) → (B, M) log-probs of lattice.ids[i] after each beam
@@ -58,7 +65,8 @@ def beam_search(lattice: Lattice, proxy_fn, lam: float, beam: int, n: torch.Tens
     no −inf − −inf). n (0-d, optional; default L): positions ≥ n leave the beams untouched and take candidate 0,
     so they cannot change the path < n, which is the search over lattice[:n]. Exact when `beam` ≥ the number of
     paths. Ties (an n-gram gives unseen tokens equal scores) go to the lower (beam, candidate) index.
-    Returns tokens (L,), candidate indices (L,), score (0-d) of the best path.
+    Returns the B beams' candidate indices (B, L) and scores (B,), best first (a beam that never became live: −inf;
+    its indices are then any candidates). Tokens: `lattice.ids.T.gather(0, idx)` (B, L).
     """
     L, M = lattice.ids.shape
     dev = lattice.ids.device
@@ -83,5 +91,4 @@ def beam_search(lattice: Lattice, proxy_fn, lam: float, beam: int, n: torch.Tens
         else:  # past the lattice end: keep the beams (column i stays candidate 0)
             live = n > i  # 0-d bool
             idx, score = torch.where(live, new_idx, idx), torch.where(live, values, score)
-    best = idx[0]  # (L,)
-    return lattice.ids.gather(1, best[:, None])[:, 0], best, score[0]
+    return idx, score
