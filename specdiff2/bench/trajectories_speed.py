@@ -90,8 +90,8 @@ def engine_rows(model: Transformer, prompts: torch.Tensor, a, device: torch.devi
     for topk in (a.topk, 0):
         limits = TrajectoryLimits(a.new_tokens, topk)
         gen = torch.Generator(device=device).manual_seed(0)
-        run = lambda: sample_tokens(runner, rows_ids, sampling, limits, -1, gen, pad_id=0)  # noqa: E731 (-1: no stop)
-        seconds = _timed(run, device, a.repeats)
+        seconds = _timed(lambda lim=limits, g=gen: sample_tokens(runner, rows_ids, sampling, lim, -1, g, pad_id=0),
+                         device, a.repeats)  # eos -1: no row ever stops
         label = f"engine trajectories ({mode}/{kernels}), top-{topk} log-probs" if topk else \
             f"engine trajectories ({mode}/{kernels}), no log-probs"
         out.append({"method": label, "seconds": seconds, "tok/s": prompts.shape[0] * a.new_tokens / seconds})
