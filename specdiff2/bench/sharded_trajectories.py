@@ -1,12 +1,15 @@
 """Sharded verifier-trajectory generation on several GPUs, killed and resumed.
 
     torchrun --nproc-per-node N -m specdiff2.bench.sharded_trajectories gen --store DIR --verifier V --tokens T
+        [--tp TP]                           # TP GPUs per verifier copy, N / TP copies (data-parallel groups)
         [--kill-rank R --kill-after K]      # rank R SIGKILLs itself after its K-th shard (torchrun stops the rest)
     python -m specdiff2.bench.sharded_trajectories compare --store DIR --reference REF
 
-One process per GPU, each sampling every N-th pending shard with the verifier on its own GPU and recording it in
-its own progress file; rank 0 merges the manifest. `compare` checks the merged set against a reference store
-(an uninterrupted run with the same seed): rows, duplicates, missing samples, and token-for-token equality.
+One process per GPU. Each data-parallel group samples every (N / TP)-th pending shard with its verifier split over
+its TP GPUs, and its first rank records it in the group's progress file; rank 0 merges the manifest. `compare`
+checks the merged set against a reference store (an uninterrupted run with the same seed): rows, duplicates,
+missing samples, and how many trajectories are token for token the same (in bf16 a TP split or a different batch
+order may round a logit differently and change a sampled token: same distribution, another draw).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from specdiff2.data.trajectories import GenerationSpec, generate_trajectories, l
 def spec(args) -> GenerationSpec:
     return GenerationSpec(num_prompts=args.prompts, prompt_tokens=32, prompts_per_shard=args.per_shard,
                           samples_per_prompt=4, max_new_tokens=64, temperature=0.8, top_p=0.95, topk_logprobs=8,
-                          batch_size=64, dtype="bfloat16", device="auto", seed=0)
+                          batch_size=64, dtype="bfloat16", device="auto", seed=0, tensor_parallel_size=args.tp)
 
 
 def gen(args) -> None:
@@ -47,9 +50,12 @@ def compare(args) -> None:
     keys = list(zip(merged["prompt_id"], merged["sample"]))
     ref_keys = set(zip(ref["prompt_id"], ref["sample"]))
     manifest = json.loads((Path(args.store) / "manifest.json").read_text())
+    same = dict(zip(zip(ref["prompt_id"], ref["sample"]), ref["continuation_ids"]))
+    equal = sum(same.get(k) == c for k, c in zip(keys, merged["continuation_ids"]))
     result = {"rows": len(keys), "reference_rows": len(ref_keys), "duplicates": len(keys) - len(set(keys)),
               "missing": len(ref_keys - set(keys)), "extra": len(set(keys) - ref_keys),
-              "identical_to_reference": merged == ref, "shards": len(manifest["shards"])}
+              "identical_to_reference": merged == ref, "same_tokens": f"{equal}/{len(keys)}",
+              "shards": len(manifest["shards"])}
     print("SHARDED_RESULT " + json.dumps(result))
 
 
@@ -62,6 +68,7 @@ def main() -> None:
     parser.add_argument("--reference")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--per-shard", type=int, default=4)
+    parser.add_argument("--tp", type=int, default=1, help="GPUs per verifier copy (tensor parallel)")
     parser.add_argument("--kill-rank", type=int, default=-1)
     parser.add_argument("--kill-after", type=int, default=2)
     args = parser.parse_args()
