@@ -9,6 +9,7 @@
 # tree:  issue 24's sweep (conf/sweep/tree.yaml: chain / argmax chain / self-select K·γ / best-first tree N=8..256
 #        on HumanEval, GSM8K, held-out; greedy and T=1) on the world, then its τ/tok-s-vs-N table.
 # realtree: the Qwen2.5-7B-shape tree verify pass vs N (where width stops being free).
+# traj:  issue 27's trajectory sampling vs HF static-cache generate, batch 64: Qwen2.5-7B shape and the world's verifier.
 # OLD=DIR adds "speed" for another checkout (e.g. `git archive REV | tar -x -C DIR`) on the same world: before/after.
 # Never re-send DIR with a later call while this runs (the tool replaces carried paths under a running job).
 set -uo pipefail
@@ -51,5 +52,12 @@ if has tree; then
 fi
 if has realtree; then
   python3 -m specdiff2.bench.real_shapes --sections tree --out "$OUT" > "$OUT/realtree.log" 2>&1
+fi
+if has traj; then
+  python3 -m specdiff2.bench.trajectories_speed --shape qwen7b --new-tokens 256 --out "$OUT/traj7b" \
+    > "$OUT/traj7b.log" 2>&1
+  VDIR=$(dirname "$(find -L "$WORLD_DIR" -path '*verifier*' -name config.json | head -1)")
+  python3 -m specdiff2.bench.trajectories_speed --verifier "$VDIR" --new-tokens 256 --out "$OUT/trajpocket" \
+    > "$OUT/trajpocket.log" 2>&1
 fi
 grep -h "│\|method |\|^decode=" "$OUT"/*.log 2>/dev/null | tail -60
