@@ -16,8 +16,9 @@ def test_engine_and_hf_share_weights_and_logits():
 
 def test_smoke_table_on_cpu(capsys):
     rows = main_with(["--shape", "tiny", "--device", "cpu", "--dtype", "float32", "--batch", "3",
-                      "--prompt-tokens", "5", "--new-tokens", "4", "--repeats", "1", "--topk", "4"])
+                      "--prompt-tokens", "5", "--new-tokens", "4", "--repeats", "1", "--topk", "4", "--check"])
     assert [r["method"].split(" (")[0] for r in rows] == ["HF generate, static cache", "engine trajectories",
                                                           "engine trajectories"]
     assert all(r["tok/s"] > 0 for r in rows) and rows[0]["x HF static"] == 1.0
-    assert "CPU" in capsys.readouterr().out  # the table names the device
+    out = capsys.readouterr().out
+    assert "CPU" in out and "greedy eager/eager == eager: 3/3 rows" in out  # names the device; the check ran

@@ -11,7 +11,7 @@ Both sides sample `--batch` rows of `--prompt-tokens` random prompt tokens for e
 recording the top-k log-probs a store keeps and once without. HF is `generate(cache_implementation="static")`
 (transformers compiles its decode step on CUDA) sharing the engine's weights. Each side runs once untimed at the
 timed shapes (graph capture, compilation), then `--repeats` timed runs; the best is reported. The table names the
-device; --out writes the rows as JSON.
+device; --out writes the rows as JSON; --check adds greedy graph-vs-eager token agreement.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def random_pair(args: ModelArgs, dtype: torch.dtype, device: torch.device, with_
     model.load_state_dict(hf.state_dict(), assign=True)
     if args.tie_word_embeddings:
         model.tie_weights()
+    hf.requires_grad_(False)  # the shared tensors: neither side records autograd
     return model.eval(), hf
 
 
@@ -96,6 +97,18 @@ def engine_rows(model: Transformer, prompts: torch.Tensor, a, device: torch.devi
             f"engine trajectories ({mode}/{kernels}), no log-probs"
         out.append({"method": label, "seconds": seconds, "tok/s": prompts.shape[0] * a.new_tokens / seconds})
     return out
+
+
+def graph_check(model: Transformer, prompts: torch.Tensor, a, device: torch.device) -> str:
+    """Greedy tokens of the eager runner vs the `--compile/--kernels` one, same model and prompts: how many rows
+    agree over min(new_tokens, 64) tokens (bf16 may flip a near-tie argmax; fp32 should agree everywhere)."""
+    limits = TrajectoryLimits(min(a.new_tokens, 64))
+    rows_ids = prompts.tolist()
+    eager = sample_tokens(RowRunner(model), rows_ids, SamplingParams(0.0), limits, -1, pad_id=0)[0]
+    mode, kernels = resolve_execution(a.compile, a.kernels, device)
+    fast = sample_tokens(RowRunner(model, mode, kernels), rows_ids, SamplingParams(0.0), limits, -1, pad_id=0)[0]
+    same = (eager == fast).all(dim=1)  # (B,)
+    return f"greedy {mode}/{kernels} == eager: {int(same.sum())}/{len(same)} rows over {limits.max_new_tokens} tokens"
 
 
 def hf_row(hf, prompts: torch.Tensor, a, device: torch.device) -> dict:
@@ -135,6 +148,7 @@ def main_with(argv: list[str] | None) -> list[dict]:
     rows = [hf_row(hf, prompts, a, device)] if hf is not None else []
     del hf
     rows += engine_rows(model, prompts, a, device)
+    check = graph_check(model, prompts, a, device) if a.check else None
     gpus = 1 if tp is None else tp.world
     base = rows[0]["tok/s"] if rows[0]["method"].startswith("HF") else None
     for r in rows:
@@ -144,11 +158,13 @@ def main_with(argv: list[str] | None) -> list[dict]:
                  f"{a.new_tokens} new tokens, T={a.temperature} top-p={a.top_p}, {name}"
                  + (f" x {gpus} (TP={gpus})" if gpus > 1 else ""))
         print_rows(rows, title)
+        if check:
+            print(check)
         if a.out:
             Path(a.out).mkdir(parents=True, exist_ok=True)
             stem = Path(a.verifier).name if a.verifier else a.shape
             (Path(a.out) / f"trajectories_speed_{stem}_tp{gpus}.json").write_text(
-                json.dumps({"device": name, "title": title, "rows": rows}, indent=2))
+                json.dumps({"device": name, "title": title, "rows": rows, "check": check}, indent=2))
     return rows
 
 
@@ -179,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--check", action="store_true", help="also compare greedy tokens: graph runner vs eager")
     p.add_argument("--out", default=None)
     return p
 

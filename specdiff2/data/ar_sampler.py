@@ -93,6 +93,7 @@ def sample_rows(runner: RowRunner, prompts: list[list[int]], sampling: SamplingP
     return _collect(tokens, top_ids, top_lps, stops)
 
 
+@torch.no_grad()
 def sample_tokens(runner: RowRunner, prompts, sampling, limits, eos_id, generator=None, pad_id=None, stop_ids=(),
                   stop_lag=None):
     """The device side of `sample_rows`: (B, T) tokens, (B, T, k) top-k ids and log-probs (or None), stop ids."""

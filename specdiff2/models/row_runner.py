@@ -104,6 +104,7 @@ class RowRunner:
     def cache_len(self) -> int:
         return self.model.cache_len
 
+    @torch.no_grad()
     def prefill(self, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         """Write the left-padded prompts ids (B, P) (pad (B,) slots each) at slots 0..P−1; logits (B, V) of the
         last slot. Eager at exact shapes: once per batch."""
@@ -115,6 +116,7 @@ class RowRunner:
         self.pad[:batch].copy_(pad)
         return logits[:, -1]  # (B, V)
 
+    @torch.no_grad()
     def step(self, tokens: torch.Tensor, slot: int) -> torch.Tensor:
         """Logits (B, V) after writing tokens (B,) at cache slot `slot` (the rows of the last `prefill`)."""
         batch = tokens.shape[0]
