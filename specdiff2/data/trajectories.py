@@ -39,7 +39,7 @@ from specdiff2.data.trajectory_backends import device_of, make_backend
 from specdiff2.data.trajectory_ranks import Ranks
 from specdiff2.data.trajectory_storage import check_room, estimate, features
 from specdiff2.decode.sampling import SamplingParams
-from specdiff2.errors import ConfigError, DataError, require
+from specdiff2.errors import ConfigError, DataError, SpecDiffError, require
 from specdiff2.models.runner import KERNEL_MODES, MODES
 from specdiff2.models.tokenizer import encode_prompt, load_tokenizer, stop_ids
 
@@ -260,10 +260,15 @@ def generate_trajectories(spec: GenerationSpec, verifier_dir: str | Path, out_di
     out = out / fp[:16] if keyed else out
     ranks = _join(spec, verifier_dir)
     key = "data.store_root" if keyed else "data.store_dir"
-    plan = _plan(spec, prompts, out, fp, num_shards, key, log) if ranks.rank == 0 else None
+    plan = None
+    if ranks.rank == 0:
+        try:
+            plan = _plan(spec, prompts, out, fp, num_shards, key, log)
+        except SpecDiffError as err:  # every rank stops with rank 0's one line (not a broken-pipe traceback)
+            plan = None, [], err
     manifest, pending, refusal = ranks.share(plan)  # everyone acts on rank 0's view of the store: no race
-    if refusal:
-        raise DataError(refusal)
+    if refusal is not None:
+        raise refusal
     progress = None
     if ranks.world > 1:  # keep what an earlier (killed) run of this group number listed
         part = out / f"progress-{ranks.dp_rank}.json"
@@ -310,8 +315,8 @@ def _join(spec: GenerationSpec, verifier_dir: Path) -> Ranks:
 
 
 def _plan(spec, prompts: PromptSet, out: Path, fp: str, num_shards: int, key: str, log) -> tuple:
-    """Rank 0: open (or create and clean) the store; its manifest, the pending shards and a refusal line when
-    their storage bound exceeds the free disk (None when it fits)."""
+    """Rank 0: open (or create and clean) the store; its manifest, the pending shards and the error to raise
+    when their storage bound exceeds the free disk (None when it fits)."""
     manifest = _open_manifest(out, fp, spec, num_shards, key)
     done = _done_shards(out, manifest)
     pending = [k for k in range(num_shards) if f"shard-{k:05d}" not in done]
@@ -320,7 +325,8 @@ def _plan(spec, prompts: PromptSet, out: Path, fp: str, num_shards: int, key: st
     per = spec.prompts_per_shard
     lengths = [len(prompts.tokens[i]) for k in pending for i in range(k * per, min((k + 1) * per, len(prompts.ids)))]
     need = estimate(lengths, spec.samples_per_prompt, spec.max_new_tokens, spec.topk_logprobs, len(pending))
-    return manifest, pending, check_room(out, need, log, key)
+    refusal = check_room(out, need, log, key)
+    return manifest, pending, DataError(refusal) if refusal else None
 
 
 def _write_shard(out: Path, k: int, cols: dict, manifest: dict, progress: dict | None, group: int) -> None:
