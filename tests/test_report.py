@@ -265,6 +265,27 @@ def test_speedups_at_every_cost_ratio_and_the_projection_beside_the_closest_meas
     assert "### Projection vs measurement at the closest cost ratio" in report
 
 
+def test_verdicts_changed_since_an_earlier_run_are_listed_with_both_reasons(tmp_path, capsys):
+    from specdiff2.report.__main__ import main
+
+    earlier = tmp_path / "old_claims.json"
+    earlier.write_text(json.dumps([
+        {"claim": "streak-distillation: throughput over AR-distillation (CE)", "set": "humaneval", "verdict": "refuted",
+         "pocket": "1.03x", "sample": "2 prompts", "reason": "1.03x < 1.15x"},
+        {"claim": "DiffuSpec: speed-up over AR (best variant)", "set": "humaneval", "verdict": "refuted",
+         "pocket": "0.6x", "reason": "same"},
+        {"claim": "a claim this run no longer makes", "set": "gsm8k", "verdict": "reproduced"}]))
+    main([str(make_run_dir(tmp_path / "run")), "--previous", str(earlier)])
+    section = (tmp_path / "run" / "report.md").read_text().split("## Verdicts changed since")[1].split("\n## ")[0]
+    assert "| streak-distillation: throughput over AR-distillation (CE) | humaneval | refuted (1.03x; 2 prompts) | " \
+           "reproduced (1.40x [1.34, 1.47]" in section and "| 1.03x < 1.15x | 95% CI" in section
+    assert "DiffuSpec: speed-up over AR" not in section  # refuted then and now
+    assert "| a claim this run no longer makes | gsm8k | reproduced (–) | – (not in this run) |" in section
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "run"), "--previous", str(tmp_path / "nope.json")])
+    assert "no such file" in capsys.readouterr().err
+
+
 def test_report_cli(tmp_path, capsys):
     from specdiff2.report.__main__ import main
 

@@ -63,11 +63,25 @@ def test_redo_and_stop_after(tmp_path):
 
 def test_plan_forwards_pocket_and_paths_overrides():
     plan = make_plan(["experiment=reproduce_gpu", "paths.data_dir=/data", "pocket.seed=3", "run_dir=/tmp/r"])
-    assert plan.forwarded == ["pocket=gpu", "paths.data_dir=/data", "pocket.seed=3"]
+    assert plan.forwarded == ["pocket=gpu72", "paths.data_dir=/data", "pocket.seed=3"]
     assert "verifier.dtype=bfloat16" in plan.decode_overrides()
     train = plan.train_overrides(Path("/tmp/r/arms/ce/run"), plan.arms["ce"])
     assert train[:2] == ["experiment=gpu_distill_ce", "paths.output_dir=/tmp/r/arms/ce/run"]
-    assert set(plan.arms) == {"unaligned", "ce", "streak", "streak_soft"}
+    assert set(plan.arms) == {"unaligned", "ce", "kl", "streak", "streak_soft"}
+    # the near-1:1 world: its own pocket option, this command's pocket/paths overrides, linked to the main world
+    ratio = plan.ratio_overrides("gpu")
+    assert ratio[:4] == ["pocket=gpu", "paths.data_dir=/data", "pocket.seed=3", "++pocket.share_stages_from=[gpu72]"]
+    cfg = compose("decode", ratio)
+    assert cfg.pocket.name == "gpu" and cfg.pocket.seed == 3 and list(cfg.pocket.share_stages_from) == ["gpu72"]
+
+
+def test_the_gpu72_world_differs_from_the_gpu_world_in_its_verifier_only():
+    """So the ratio world links every other stage (pocket/world.py sibling_with), and c is the knob."""
+    from hydra.utils import instantiate
+
+    deep, near = (instantiate(compose("decode", [f"pocket={p}"]).pocket).to_dict() for p in ("gpu72", "gpu"))
+    assert sorted(k for k in deep if deep[k] != near[k]) == ["name", "verifier"]
+    assert deep["verifier"]["num_layers"] >= 4 * near["verifier"]["num_layers"]
 
 
 def test_a_shared_override_of_what_an_arms_experiment_sets_is_refused():
@@ -162,6 +176,11 @@ def test_sweep_rows_resume_and_errors_stay_rows(tiny_world, tmp_path):
     assert len([r for r in rows if "error" in r]) == 2  # the bogus method, once per drafter, as rows
     spec = ok[1]
     assert spec["agree_ar"] == 1.0 and spec["speedup_ar"] > 0 and "alpha_1" in spec  # greedy = ar, token for token
+    # the resolved fields the report reads (issue 23), beside the override string
+    assert spec["config"]["method"] == "specdiff" and spec["config"]["strategy"]["gamma"] == 4
+    assert spec["config"]["models"]["drafter"]["checkpoint"] == str(w.drafter)
+    assert ok[2]["config"]["models"]["drafter"]["checkpoint"] == str(w.causal_drafter)
+    assert ok[0]["config"]["method"] == "ar" and ok[0]["config"]["sampling"]["temperature"] == 0.0
     p = spec["per_prompt"][0]
     assert sum(c for _, c in p["steps"]) == len(p["token_ids"]) == len(p["pieces"]) == 6
     # A kill mid-write leaves a cut line: that row (and only that one) runs again.
@@ -201,14 +220,22 @@ def test_reproduce_tiny_end_to_end_on_a_micro_world(tmp_path):
     from specdiff2.bench.reproduce import main
 
     argv = ["experiment=reproduce_tiny", f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            *MICRO]
+            *MICRO, "+ratio_worlds.tiny_near=['pocket=tiny','pocket.name=tiny_near','pocket.verifier.num_layers=1']",
+            "ratio_sweep.sets=[humaneval]"]
     main(argv)
     run = tmp_path / "run"
     assert all((run / s / "done.json").is_file() for s in STAGES)
     rows = read_jsonl(run / "decode" / "rows.jsonl")
     assert rows and not [r for r in rows if "error" in r]
     assert {r["sweep"] for r in rows} >= {"reference", "core", "arms", "self_select", "diffuspec"}
-    assert "## Claims" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "## Claims" in report and "## Speed-up at both cost ratios" in report
+    # the ratio world linked every stage of the run's world but its verifier, and both measured their cost ratio
+    near = tmp_path / "cache" / "pocket" / "tiny_near"
+    assert (near / "drafter").is_symlink() and not (near / "verifier").is_symlink()
+    worlds = json.loads((run / "ratios" / "done.json").read_text())["worlds"]
+    assert worlds["tiny_near"]["cost"]["ratio"] > 0 and json.loads((run / "pocket" / "done.json").read_text())["cost"]
+    assert {r["sweep"] for r in read_jsonl(run / "ratios" / "tiny_near" / "rows.jsonl")} == {"reference", "core"}
     before = (run / "decode" / "done.json").stat().st_mtime
     main(argv)
     assert (run / "decode" / "done.json").stat().st_mtime == before

@@ -4,7 +4,8 @@ Trains each arm (unaligned = export only, AR-distilled = per-position CE, streak
 train.py's pipeline (`run_distillation` of the config's `job`) on the same trajectories and step budget,
 then decodes HumanEval prompts with
 `specdiff` (γ, T=1, temperature 0) using each exported drafter. Also times packed vs one-window-per-
-forward training. Prints: τ, α_1..α_γ, tok/s per arm; windows/s per packing; wall times.
+forward training. Prints: τ, α_1..α_γ, tok/s per arm, whether val E[streak] flattened (report/stats.plateau);
+windows/s per packing; wall times.
 """
 
 from __future__ import annotations
@@ -18,17 +19,13 @@ from hydra.utils import instantiate
 from rich.console import Console
 from rich.table import Table
 
-from specdiff2.bench.common import compose
+from specdiff2.bench.common import compose, engine_from_config
 from specdiff2.data.prompts import load_prompts
-from specdiff2.decode.acceptance.rules import GreedyRule
-from specdiff2.decode.engine import DecodeEngine
-from specdiff2.decode.loading import engine_context, load_diffusion_drafter, load_verifier
+from specdiff2.decode.loading import load_verifier
 from specdiff2.decode.metrics import aggregate
 from specdiff2.decode.run import pick_device
-from specdiff2.decode.sampling import SamplingParams
-from specdiff2.decode.strategies.specdiff import SpecDiffStrategy
-from specdiff2.models.refs import CheckpointRef
 from specdiff2.pocket.world import ensure_pocket_world
+from specdiff2.report.stats import plateau
 from specdiff2.training.pipeline import run_distillation
 
 
@@ -46,17 +43,18 @@ def train_arm(overrides: list[str]) -> dict:
 
 
 def evaluate(drafters: dict[str, str], overrides: list[str], gamma: int, n_prompts: int, max_new: int) -> dict:
-    cfg = compose("decode", overrides)
-    ref = instantiate(cfg.verifier)
-    verifier, tok = load_verifier(ref, pick_device("auto"), cfg.max_seq_len, cfg.compile, cfg.kernels)
-    ctx = engine_context(verifier, tok)
+    """specdiff (γ, one pass, greedy) with each arm's exported drafter, built from the decode config as decode.py
+    builds it (its job), on one shared verifier."""
+    base = [*overrides, "decode=specdiff", f"decode.strategy.gamma={gamma}", "decode.strategy.steps=1",
+            "temperature=0"]
+    cfg = compose("decode", base)
+    verifier, tok = load_verifier(instantiate(cfg.verifier), pick_device(cfg.device), cfg.max_seq_len, cfg.compile,
+                                  cfg.kernels)
     prompts = load_prompts(instantiate(cfg.data.prompts))[:n_prompts]
     encoded = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     results = {}
     for arm, path in drafters.items():
-        drafter = load_diffusion_drafter(CheckpointRef("drafter", path, dtype=ref.dtype, logit_shift=True), ctx)
-        engine = DecodeEngine(verifier, tok, SpecDiffStrategy(drafter, gamma=gamma, steps=1), GreedyRule(),
-                              SamplingParams())
+        engine = engine_from_config(compose("decode", [*base, f"drafter.path={path}"]), verifier, tok)
         engine.generate(encoded[0], 16)
         results[arm] = aggregate([engine.generate(ids, max_new).metrics for ids in encoded])
     return results
@@ -103,11 +101,14 @@ def main() -> None:
 def print_tables(runs: dict, results: dict, packing: dict, gamma: int, prompt_set: str) -> None:
     console = Console(width=220)
     table = Table(title=f"specdiff γ={gamma}, T=1, temperature 0 on {prompt_set}, per drafter")
-    for col in ["arm", "train wall s", "val E[streak]", "τ", "tok/s", *[f"α{j}" for j in range(1, gamma + 1)]]:
+    for col in ["arm", "train wall s", "val E[streak]", "flat", "τ", "tok/s", *[f"α{j}" for j in range(1, gamma + 1)]]:
         table.add_column(col, justify="right")
     for arm, r in results.items():
         after = runs[arm].get("val_after") or runs[arm].get("val_before", {})
+        curve = [h["expected_streak"] for h in runs[arm].get("val_history") or [] if "expected_streak" in h]
+        flat, why = plateau(curve)
         table.add_row(arm, f"{runs[arm]['wall_s']:.0f}", f"{after.get('expected_streak', float('nan')):.3f}",
+                      f"{'yes' if flat else 'no'} ({why})",
                       f"{r['mean_accept_len']:.3f}", f"{r['tokens_per_s']:.1f}",
                       *[f"{r.get(f'alpha_{j}', 0):.2f}" for j in range(1, gamma + 1)])
     console.print(table)

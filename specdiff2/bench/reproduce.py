@@ -3,8 +3,9 @@
     experiment=reproduce_tiny   CPU, tiny pocket world (minutes once the world exists)
     experiment=reproduce_gpu    one GPU, GPU pocket world (goal <= 15 min including the world)
 
-Stages (conf/reproduce.yaml): pocket world -> verifier trajectories -> distillation arms -> decode sweeps -> HF
-baselines -> real-shape step costs (CUDA only) -> report. Each writes RUN_DIR/<stage>/done.json when it finishes;
+Stages (conf/reproduce.yaml): pocket world -> verifier trajectories -> distillation arms -> decode sweeps -> the
+same core methods on the ratio worlds (pocket worlds at other verify:draft cost ratios) -> HF baselines ->
+real-shape step costs (CUDA only) -> report. Each writes RUN_DIR/<stage>/done.json when it finishes;
 a re-run skips finished stages (`redo=[stage,...]` forces them), and a killed stage starts again: arms resume arm
 by arm (RUN_DIR/arms/<arm>/done.json), sweeps row by row (RUN_DIR/decode/rows.jsonl), the world and the
 trajectory store through their own markers. Any `pocket...` / `paths...` override given here reaches every
@@ -41,7 +42,7 @@ from specdiff2.report.rundata import read_jsonl
 from specdiff2.report.wandb_log import log_decode_row, log_table, open_run
 from specdiff2.training.pipeline import resolve_checkpoints
 
-STAGES = ("pocket", "trajectories", "arms", "decode", "hf", "real_shapes", "report")
+STAGES = ("pocket", "trajectories", "arms", "decode", "ratios", "hf", "real_shapes", "report")
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Plan:
     sweep: dict
     real_shapes: dict
     wandb: dict
+    ratio_worlds: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides (pocket=OPTION first)
+    ratio_sweep: dict = field(default_factory=dict)  # grids, sets, temperatures run on each ratio world
     redo: list[str] = field(default_factory=list)
     stop_after: str | None = None
     threads: int | None = None
@@ -68,6 +71,14 @@ class Plan:
 
     def train_overrides(self, output_dir: Path, stage: list[str]) -> list[str]:
         return [*stage, f"paths.output_dir={output_dir}", *self.forwarded, *self.train]
+
+    def ratio_overrides(self, name: str) -> list[str]:
+        """decode.py overrides of ratio world `name`: its pocket option, this command's pocket/paths overrides, its
+        own, and the link to this run's world (every stage but the verifier is shared: same corpus and drafters)."""
+        option, *own = self.ratio_worlds[name]
+        require(option.startswith("pocket="), f"ratio_worlds.{name} must start with its pocket option "
+                f"(pocket=NAME), got {option!r}")
+        return [option, *self.forwarded[1:], *own, f"++pocket.share_stages_from=[{self.pocket.name}]", *self.decode]
 
 
 def experiment_keys(name: str) -> set[str]:
@@ -111,7 +122,9 @@ def make_plan(overrides: list[str]) -> Plan:
     return Plan(run_dir=Path(plain["run_dir"]), pocket=instantiate(cfg.pocket), pocket_dir=Path(cfg.paths.pocket_dir),
                 forwarded=forwarded, decode=plain["decode_overrides"], train=plain["train_overrides"],
                 trajectories=plain["trajectories"], arms=plain["arms"], sweep=plain["sweep"],
-                real_shapes=plain.get("real_shapes") or {}, wandb=plain["wandb"], redo=plain["redo"],
+                real_shapes=plain.get("real_shapes") or {}, wandb=plain["wandb"],
+                ratio_worlds=plain.get("ratio_worlds") or {}, ratio_sweep=plain.get("ratio_sweep") or {},
+                redo=plain["redo"],
                 stop_after=plain["stop_after"], threads=plain.get("threads"))
 
 
@@ -134,10 +147,17 @@ def write_done(path: Path, info: dict) -> dict:
 
 # --- stages: each takes the plan and the results of earlier stages, returns what its done.json records ---
 
+def world_info(spec, root: Path) -> dict:
+    """What the report says of a pocket world: its paths, world.json figures, spec and measured cost ratio."""
+    world = ensure_pocket_world(spec, root)
+    summary = world.summary()
+    return {"name": spec.name, "root": str(world.root), "verifier": str(world.verifier),
+            "drafter": str(world.drafter), "ar_drafter": str(world.ar_drafter), "stages": summary,
+            "spec": spec.to_dict(), "cost": summary.get("cost")}
+
+
 def stage_pocket(plan: Plan, _: dict) -> dict:
-    world = ensure_pocket_world(plan.pocket, plan.pocket_dir)
-    return {"root": str(world.root), "verifier": str(world.verifier), "drafter": str(world.drafter),
-            "ar_drafter": str(world.ar_drafter), "stages": world.summary()}
+    return world_info(plan.pocket, plan.pocket_dir)
 
 
 def stage_trajectories(plan: Plan, _: dict) -> dict:
@@ -159,7 +179,8 @@ def stage_arms(plan: Plan, _: dict) -> dict:
         summary = train_arm(plan.train_overrides(run_dir, overrides))
         info = {"drafter": str(summary["sections"]["export"]["drafter"]), "wall_s": summary["wall_s"],
                 "val_before": summary.get("val_before"), "val_after": summary.get("val_after"),
-                "training": summary["sections"].get("training"), "overrides": overrides}
+                "val_history": summary.get("val_history"), "training": summary["sections"].get("training"),
+                "overrides": overrides}
         arms[arm] = write_done(done_path(plan.run_dir / "arms", arm), info)
         print(json.dumps({"arm": arm, "wall_s": info["wall_s"]}), flush=True)
     return {"arms": arms}
@@ -179,6 +200,29 @@ def stage_decode(plan: Plan, done: dict) -> dict:
     return {"rows": len(rows), "errors": sum("error" in r for r in rows), "device": _device()}
 
 
+def ratio_spec(plan: Plan) -> dict:
+    """The sweep run on each ratio world: the named grids with the world's own drafter only, on the named sets."""
+    spec, want = dict(plan.sweep), plan.ratio_sweep
+    sets = want.get("sets") or list(spec["sets"])
+    grids = [{**g, "drafters": ["pocket"], "sets": [s for s in g.get("sets", sets) if s in sets]}
+             for g in spec["grids"] if g["name"] in want.get("grids", [])]
+    return {**spec, "sets": {s: spec["sets"][s] for s in sets}, "grids": grids,
+            "temperatures": want.get("temperatures", spec["temperatures"])}
+
+
+def stage_ratios(plan: Plan, _: dict) -> dict:
+    worlds, rows = {}, {}
+    for name in plan.ratio_worlds:
+        overrides = plan.ratio_overrides(name)
+        cfg = compose("decode", overrides)
+        worlds[name] = world_info(instantiate(cfg.pocket), Path(cfg.paths.pocket_dir))
+        out = plan.run_dir / "ratios" / name / "rows.jsonl"
+        rows[name] = len(Sweep(ratio_spec(plan), overrides, {}, out).run())
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next world's verifier: this one's graphs and cache are garbage now
+    return {"worlds": worlds, "rows": rows, "device": _device()}
+
+
 def stage_hf(plan: Plan, done: dict) -> dict:
     spec, world = plan.sweep.get("hf") or {}, done["pocket"]
     out = plan.run_dir / "hf" / "rows.jsonl"
@@ -192,10 +236,11 @@ def stage_hf(plan: Plan, done: dict) -> dict:
         kinds = [k for k in spec.get("methods", []) if (name, k) not in have]
         if not kinds:
             continue
-        cfg = compose_set(plan.decode_overrides(), plan.sweep["prompts"], plan.sweep["sets"][name])
+        cfg = compose_set(plan.decode_overrides(), spec.get("prompts", plan.sweep["prompts"]), plan.sweep["sets"][name])
         prompts = [ids for _, ids in set_prompts(cfg, tok)]
         try:
-            rows = hf_rows(world["verifier"], world["ar_drafter"], prompts, plan.sweep["max_new_tokens"],
+            rows = hf_rows(world["verifier"], world["ar_drafter"], prompts,
+                           spec.get("max_new_tokens", plan.sweep["max_new_tokens"]),
                            tok.eos_token_id, kinds=kinds, schedules=[tuple(s) for s in spec.get("schedules", [])],
                            device=device, dtype=_dtype(cfg))
         except Exception as err:  # noqa: BLE001 — a baseline must not stop the run: the report shows why
@@ -234,7 +279,7 @@ def stage_report(plan: Plan, _: dict) -> dict:
 
 RUNNERS: dict[str, Callable[[Plan, dict], dict]] = {
     "pocket": stage_pocket, "trajectories": stage_trajectories, "arms": stage_arms, "decode": stage_decode,
-    "hf": stage_hf, "real_shapes": stage_real_shapes, "report": stage_report,
+    "ratios": stage_ratios, "hf": stage_hf, "real_shapes": stage_real_shapes, "report": stage_report,
 }
 
 

@@ -6,11 +6,13 @@ import csv
 import json
 from pathlib import Path
 
+from specdiff2.errors import DataError, require
 from specdiff2.report.claims import evaluate_claims
 from specdiff2.report.compare import projection_vs_measured
 from specdiff2.report.figures import make_figures
 from specdiff2.report.markdown import (
     arms_section,
+    changes_section,
     claims_section,
     errors_section,
     figure_notes,
@@ -18,6 +20,7 @@ from specdiff2.report.markdown import (
     ratios_section,
     speedup_section,
     stages_section,
+    world_line,
     worlds_section,
 )
 from specdiff2.report.projection import alphas_of, costs_from_real_shapes, projection_table, reference_costs
@@ -56,8 +59,12 @@ def write_csv(run: RunData, path: Path) -> None:
         writer.writerows(rows)
 
 
-def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
+def build_report(run_dir: str | Path, wandb: dict | None = None, previous: str | Path | None = None) -> dict:
+    """previous: an earlier run's claims.json; the report then lists every claim whose verdict changed."""
     run = load_run(run_dir)
+    require(previous is None or Path(previous).is_file(), f"--previous {previous}: no such file; pass an earlier "
+            "run's RUN_DIR/claims.json", DataError)
+    before = json.loads(Path(previous).read_text()) if previous else None
     figures = make_figures(run, run.root / "figures")
     costs = step_costs(run)
     projection = projection_table(projection_profiles(run), costs)
@@ -67,7 +74,8 @@ def build_report(run_dir: str | Path, wandb: dict | None = None) -> dict:
     parts = [f"# Reproduction report: {run.root.name}", "",
              ("Source of truth: `decode/rows.jsonl`, `hf/rows.jsonl`, `*/done.json` in this directory; "
               "every number below is computed from them (`python -m specdiff2.report RUN_DIR`)."),
-             stages_section(run), worlds_section(run), claims_section(claims), speedup_section(run),
+             stages_section(run), worlds_section(run), claims_section(claims, world_line(run, run.main_world())),
+             changes_section(claims, before, str(previous or "")), speedup_section(run),
              ratios_section(run), arms_section(run),
              "## Figures\n\n" + "\n\n".join(f"**{FIGURE_TEXT[n]}**\n\n![{n}](figures/{p.name})\n\n{notes.get(n, '')}"
                                            for n, p in figures.items()),

@@ -53,6 +53,15 @@ def _val_loss(info: dict) -> str:
     return f"{last[key]:.3f}" if key in last else "?"
 
 
+def world_line(run: RunData, name: str) -> str:
+    """'World gpu72: verifier 85.6M, 48 layers × 384, val loss 2.310; c = 9.50.' (what every table ran on)"""
+    world = run.worlds().get(name) or {}
+    v, spec = (world.get("stages") or {}).get("verifier") or {}, (world.get("spec") or {}).get("verifier") or {}
+    cost = (world.get("cost") or {}).get("ratio")
+    return (f"World {name}: verifier {_model(v, spec)}, val loss {_val_loss(v)}; "
+            f"c = {f'{cost:.2f}' if cost else '?'}.")
+
+
 def world_rows(run: RunData) -> list[list]:
     rows = []
     for name, world in run.worlds().items():
@@ -82,7 +91,7 @@ def worlds_section(run: RunData) -> str:
          "t_verify ms (1 / γ+1)", "t_draft ms", "device"], rows)
 
 
-def claims_section(results: list[ClaimResult]) -> str:
+def claims_section(results: list[ClaimResult], world: str = "") -> str:
     rows = [[c.claim, c.paper, c.set, c.sample, c.c, c.pocket, f"**{c.verdict}**", c.reason] for c in results]
     rule = ("Verdict rule (specdiff2/report/stats.py, claims.py): the *pocket* number is the statistic over all "
             "prompts with its 95% bootstrap interval over prompts (2000 resamples, seed 0; a ratio between two rows is "
@@ -94,8 +103,29 @@ def claims_section(results: list[ClaimResult]) -> str:
             f"{MIN_PROMPTS} in a row), *too few steps* (< {MIN_STEPS} verifier steps in a row). *c*: the world's "
             "verify:draft cost ratio, beside every speed claim. *(projected)* verdicts judge the projection "
             "section's speed-up (measured τ, real-shape step costs), not a timing.")
-    return "## Claims\n\n" + rule + "\n\n" + table(
+    return "## Claims\n\n" + rule + (f" {world}" if world else "") + "\n\n" + table(
         ["claim", "paper", "set", "sample", "c", "pocket [95% CI]", "verdict", "why"], rows)
+
+
+def changes_section(results: list[ClaimResult], previous: list[dict] | None, source: str = "") -> str:
+    """Claims whose verdict differs from an earlier run's claims.json (same claim and set), with both reasons."""
+    if previous is None:
+        return ""
+    before = {(c["claim"], c["set"]): c for c in previous}
+    rows = []
+    for c in results:
+        old = before.get((c.claim, c.set))
+        if old is None or old["verdict"] != c.verdict:
+            rows.append([c.claim, c.set, f"{old['verdict']} ({old.get('pocket', '–')}; {old.get('sample', '')})"
+                         if old else "– (not in the earlier run)", f"{c.verdict} ({c.pocket}; {c.sample})",
+                         old.get("reason", "") if old else "", c.reason])
+    now = {(c.claim, c.set) for c in results}
+    rows += [[k[0], k[1], f"{v['verdict']} ({v.get('pocket', '–')})", "– (not in this run)", v.get("reason", ""), ""]
+             for k, v in before.items() if k not in now]
+    head = f"## Verdicts changed since {source or 'the earlier run'}\n\n"
+    if not rows:
+        return head + "None: every claim of both runs has the same verdict."
+    return head + table(["claim", "set", "before", "now", "why before", "why now"], rows)
 
 
 def _ratio_ci(row: dict, ref: dict | None) -> str:
@@ -126,9 +156,7 @@ def speed_rows(run: RunData, s: str, temperature: float) -> list[dict]:
 
 def speedup_section(run: RunData) -> str:
     """Speed-up table against `ar`, HF static and HF assisted (greedy), with the time split."""
-    c = (run.worlds().get(run.main_world()) or {}).get("cost", {}).get("ratio")
-    out = ["## Speed-up table (greedy)", "",
-           (f"World {run.main_world()}, c = {c:.2f}. " if c else "") +
+    out = ["## Speed-up table (greedy)", "", world_line(run, run.main_world()) + " " +
            ("tok/s per prompt averaged (Spec-Bench); `x ar` from the same run with its 95% interval over prompts "
             "(paired); `x HF static` / `x HF assisted` where the HF stage ran on the set (its own, smaller sample: "
             "hf.prompts x hf.max_new_tokens). draft / verify / other: seconds summed over the timed prompts "
@@ -180,7 +208,8 @@ def ratios_section(run: RunData) -> str:
                              f"{r['verifier_s'] / max(r['drafter_s'], 1e-9):.1f}" if r.get("drafter_s") else "–"])
     body.sort(key=lambda x: (x[0], x[3], x[1]))
     note = ("The pocket drafter (the same weights in every world) against verifiers of different depth: the speed-up "
-            "moves with c at the same acceptance. *verify s / draft s*: the decode rows' own time split.")
+            "moves with c at the same acceptance. *verify s / draft s*: the decode rows' own time split. "
+            + " ".join(world_line(run, w) for w in by_world))
     return "## Speed-up at both cost ratios (greedy, pocket drafter)\n\n" + note + "\n\n" + table(
         ["set", "world", "c", "method", "τ", "tok/s", "x ar [95% CI]", "verify s / draft s"], body)
 
