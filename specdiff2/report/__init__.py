@@ -26,6 +26,10 @@ def print_world(world) -> None:
             val = f"{first.get(key, float('nan')):.3f} → {last[key]:.3f}"
         notes = ", ".join(f"{k}={v}" for k, v in info.items()
                           if k not in ("wall_s", "params", "final_val", "initial_val", "alpha"))
+        if stage == "cost":  # the verify:draft cost ratio (pocket/cost.py)
+            ms = info["verify_ms"]
+            notes = (f"c = {info['ratio']:.2f}: verify " + " / ".join(f"{n} tok {v:.3f} ms" for n, v in ms.items())
+                     + f", drafter γ={info['gamma']} pass {info['draft_ms']:.3f} ms ({info['device']}, {info['timer']})")
         alphas = [last[f"val/alpha_{j}"] for j in (1, 2, 4) if f"val/alpha_{j}" in last]
         if alphas:
             notes = "val α1/α2/α4 " + "/".join(f"{a:.2f}" for a in alphas) + (f", {notes}" if notes else "")
