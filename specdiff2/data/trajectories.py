@@ -39,7 +39,7 @@ from specdiff2.data.trajectory_backends import device_of, make_backend
 from specdiff2.data.trajectory_ranks import Ranks
 from specdiff2.data.trajectory_storage import check_room, estimate, features
 from specdiff2.decode.sampling import SamplingParams
-from specdiff2.errors import ConfigError, DataError, SpecDiffError, require
+from specdiff2.errors import ConfigError, DataError, SpecDiffError, is_int, is_real, require
 from specdiff2.models.runner import KERNEL_MODES, MODES
 from specdiff2.models.tokenizer import encode_prompt, load_tokenizer, stop_ids
 
@@ -94,10 +94,10 @@ class GenerationSpec:
 
     def _check_numbers(self) -> None:
         # A string from the command line (seed=abc) must not reach numpy/torch as a TypeError traceback.
-        require(_is_int(self.seed), f"seed={self.seed!r} (data.generation.seed) must be an integer; set seed=0")
+        require(is_int(self.seed), f"seed={self.seed!r} (data.generation.seed) must be an integer; set seed=0")
         for name in ("temperature", "top_p", "logprob_temperature"):
             value = getattr(self, name)
-            require(isinstance(value, (int, float)) and not isinstance(value, bool),
+            require(is_real(value),
                     f"data.generation.{name}={value!r} must be a number")
         positive = ("samples_per_prompt", "max_new_tokens", "prompts_per_shard", "batch_size", "prompt_tokens",
                     "max_prompt_tokens", "tensor_parallel_size")
@@ -105,7 +105,7 @@ class GenerationSpec:
             value, least = getattr(self, name), 1 if name in positive or name == "num_prompts" else 0
             if name == "num_prompts" and value is None and self.source == "prompts":
                 continue  # the whole prompt set
-            require(_is_int(value) and value >= least,
+            require(is_int(value) and value >= least,
                     f"data.generation.{name}={value!r}; set data.generation.{name} to an integer >= {least}")
 
     def sampling(self) -> SamplingParams:
@@ -114,9 +114,6 @@ class GenerationSpec:
     def limits(self, vocab_limit: int | None) -> TrajectoryLimits:
         return TrajectoryLimits(self.max_new_tokens, self.topk_logprobs, self.logprob_temperature, vocab_limit)
 
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass

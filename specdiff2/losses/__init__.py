@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from specdiff2.errors import ConfigError, require
+from specdiff2.errors import ConfigError, is_real, require
 from specdiff2.losses.diffusion import mdlm_loss, mdlm_noise, sample_mask
 from specdiff2.losses.distill import ce_loss, forward_kl_loss, reverse_kl_loss, tvd_loss
 from specdiff2.losses.streak import LossOutput, expected_streak, prefix_mask, streak_loss, streak_soft_loss
@@ -87,9 +87,6 @@ def _verifier(batch: Mapping[str, Tensor], name: str) -> dict[str, Tensor | None
     return {"verifier_topk_ids": batch["verifier_topk_ids"], "verifier_topk_logprobs": batch["verifier_topk_logprobs"]}
 
 
-def _real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
 
 # Inputs a loss may need beyond the window batch ("drafter_logits", "targets", "mask"); the caller produces each
 # only when an enabled loss asks for it (`LossMix.needs`).
@@ -116,10 +113,10 @@ class LossMix:
     def __init__(self, weights: Mapping[str, float], *, temperature: float = 1.0, normalize_streak: bool = False):
         unknown = sorted(set(weights) - set(LOSSES))
         require(not unknown, f"unknown losses {unknown}; choose from {list(LOSSES)}", ConfigError)
-        require(all(_real(w) and math.isfinite(w) and w >= 0 for w in weights.values()),
+        require(all(is_real(w) and math.isfinite(w) and w >= 0 for w in weights.values()),
                 f"loss.weights={dict(weights)}; each weight must be a finite number >= 0 (0 switches a loss off)",
                 ConfigError)
-        require(_real(temperature) and temperature > 0, f"loss.temperature={temperature!r}; set a number > 0",
+        require(is_real(temperature) and temperature > 0, f"loss.temperature={temperature!r}; set a number > 0",
                 ConfigError)
         self.weights = {name: float(w) for name, w in weights.items() if w != 0}
         require(bool(self.weights), f"all loss weights are 0 in {dict(weights)}; enable at least one loss", ConfigError)

@@ -31,7 +31,7 @@ import lightning as L
 import torch
 
 from specdiff2.data.windows import window_logits
-from specdiff2.errors import ConfigError, TrainingError, require
+from specdiff2.errors import ConfigError, TrainingError, is_int, is_real, require
 from specdiff2.losses import (
     AR_STREAM,
     MDLM_PASS,
@@ -49,20 +49,17 @@ from specdiff2.models.dtypes import check_dtype, torch_dtype
 VAL_VIEWS = ("val", "val_train")  # validation dataloader index -> metric namespace (TrajectoryDataModule's order)
 
 
-def _real(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
 
 def lora_config(**settings):
     """peft.LoraConfig of conf/peft (`peft.lora`), with one line for the values peft refuses in a traceback."""
     from peft import LoraConfig
 
     r = settings.get("r")
-    require(isinstance(r, int) and not isinstance(r, bool) and r >= 1, f"peft.lora.r={r!r}; set an integer >= 1 "
+    require(is_int(r, 1), f"peft.lora.r={r!r}; set an integer >= 1 "
             "(the adapter rank)", ConfigError)
     alpha, dropout = settings.get("lora_alpha", 8), settings.get("lora_dropout", 0.0)
-    require(_real(alpha) and alpha > 0, f"peft.lora.lora_alpha={alpha!r}; set a number > 0", ConfigError)
-    require(_real(dropout) and 0 <= dropout < 1, f"peft.lora.lora_dropout={dropout!r}; set a number in [0, 1)",
+    require(is_real(alpha) and alpha > 0, f"peft.lora.lora_alpha={alpha!r}; set a number > 0", ConfigError)
+    require(is_real(dropout) and 0 <= dropout < 1, f"peft.lora.lora_dropout={dropout!r}; set a number in [0, 1)",
             ConfigError)
     try:
         return LoraConfig(**settings)
