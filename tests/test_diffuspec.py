@@ -226,7 +226,8 @@ def test_temperature_draft_modes(world, proxy_of, drafter_of):
     assert torch.equal(point.q_probs, torch.nn.functional.one_hot(point.tokens, point.q_probs.shape[-1]).float())
 
 
-@pytest.mark.parametrize("cps_sampling", ["point_mass", pytest.param("sample", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~3 s each; the every-option engine χ² (test_engine, slow) and the rule laws cover it too
+@pytest.mark.parametrize("cps_sampling", ["point_mass", "sample"])
 def test_sampled_tokens_follow_the_verifier(world, proxy_of, drafter_of, cps_sampling):
     """The whole engine at T = 1 (ADL, CPS, lattice end, limit < window): χ² on the joint of the first two committed
     tokens against p(x1)·p(x2|x1), top-k 3. Three new tokens: a budget of 2, so both may be draft tokens."""

@@ -323,6 +323,7 @@ def test_costs_from_real_shapes_json():
     assert costs.weight_bytes == pytest.approx(15e9)
 
 
+@pytest.mark.slow  # ~2.5 s: a W&B offline run; the report tables and claims are tested without it above
 def test_report_logs_figures_and_claims_to_wandb_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))

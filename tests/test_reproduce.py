@@ -144,7 +144,7 @@ def _compose_rows(experiment: str, every: bool) -> int:
     return n
 
 
-@pytest.mark.parametrize("experiment", ["reproduce_tiny", "reproduce_gpu"])
+@pytest.mark.parametrize("experiment", ["reproduce_tiny", pytest.param("reproduce_gpu", marks=pytest.mark.slow)])
 def test_arms_sets_and_grid_corners_compose(experiment):
     assert _compose_rows(experiment, every=False) >= 7
 

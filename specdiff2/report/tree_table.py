@@ -5,6 +5,13 @@ at its verified width N (the strategy's draft nodes per step, recorded by the sw
 over prompts (report/stats.py) for τ and tok/s and paired ones for the ratios against the one-pass chain and `ar`.
 Then the goal lines: the best tree budget against the chain (τ ≥ 1.35x, tok/s ≥ 1.25x) and, at T > 0,
 deterministic proposals against sampled ones (≥ 1.2x).
+
+With `--real-shapes real_shapes_qwen7b.json` (bench/real_shapes.py's tree section: the measured Qwen2.5-7B-shape
+verify pass of N+1 tokens) it adds a labelled projection, not a timing: each row's τ at the 7B-shape step
+    t_step(N) = t_draft + t_verify(N + 1) + (the row's drafter ms/step − the chain's drafter ms/step)
+where the last term is the tree's own drafting overhead (tree building) measured on the pocket run, and t_draft
+is one Dream-7B-shape window pass (`--draft-ms`; default: the measured 17-token pass of the same shape, the cost of
+a γ=16 window with the prefix cache). proj x ar = τ · t_verify(1) / t_step; proj x chain likewise.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from specdiff2.errors import DataError, require
 from specdiff2.report import samples
 from specdiff2.report.rundata import read_jsonl
 
@@ -25,6 +33,30 @@ TREE_SWEEPS = ("chain", "chain_argmax", "self_select", "tree", "tree_variants")
 def _cell(rows: list[dict], sweep: str, s: str, t: float) -> list[dict]:
     return [r for r in rows if r.get("sweep") == sweep and r.get("set") == s and float(r["temperature"]) == t
             and "error" not in r]
+
+
+def _draft_ms(row: dict) -> float:
+    return 1e3 * row["drafter_s"] / max(row["verifier_steps"], 1)
+
+
+def verify_costs(real_shapes: dict) -> dict[int, float]:
+    """Verified tokens (N + 1) -> ms of one verify pass, from bench/real_shapes.py's JSON (its tree section)."""
+    return {int(r["tokens"]): float(r["ms"]) for r in real_shapes.get("tree") or []}
+
+
+def project(table: list[dict], rows: list[dict], costs: dict[int, float], draft_ms: float) -> None:
+    """Adds proj_x_ar and proj_x_chain to the table rows whose verified width has a measured cost."""
+    for t in table:
+        raw = next(r for r in rows if r["method"] == t["method"] and r["set"] == t["set"]
+                   and float(r["temperature"]) == t["T"] and r.get("sweep") == t["sweep"] and "error" not in r)
+        chain = next(iter(_cell(rows, "chain", t["set"], t["T"])), None)
+        if chain is None or t["N"] is None or t["N"] + 1 not in costs or 1 not in costs:
+            continue
+        overhead = max(_draft_ms(raw) - _draft_ms(chain), 0.0)
+        step = draft_ms + costs[t["N"] + 1] + overhead
+        chain_step = draft_ms + costs[chain["draft_nodes"] + 1]
+        t["proj_x_ar"] = t["tau"].value * costs[1] / step
+        t["proj_x_chain"] = t["proj_x_ar"] / (samples.interval(chain, "tau").value * costs[1] / chain_step)
 
 
 def table_rows(rows: list[dict]) -> list[dict]:
@@ -69,12 +101,14 @@ def _text(row: dict, key: str, unit: str = "x", digits: int = 2) -> str:
 
 def print_table(table: list[dict], title: str) -> None:
     t = Table(title=title)
-    cols = ["set", "T", "method", "N", "τ", "tok/s", "τ / chain", "tok/s / chain", "tok/s / ar"]
+    cols = ["set", "T", "method", "N", "τ", "tok/s", "τ / chain", "tok/s / chain", "tok/s / ar", "proj 7B x ar",
+            "proj 7B x chain"]
     for c in cols:
         t.add_column(c, justify="right")
     for r in table:
         t.add_row(r["set"], f"{r['T']:g}", r["method"], str(r["N"]), _text(r, "tau", ""), _text(r, "tps", "", 0),
-                  _text(r, "tau_x_chain"), _text(r, "tps_x_chain"), _text(r, "tps_x_ar"))
+                  _text(r, "tau_x_chain"), _text(r, "tps_x_chain"), _text(r, "tps_x_ar"),
+                  *(f"{r[k]:.2f}x" if k in r else "" for k in ("proj_x_ar", "proj_x_chain")))
     Console(width=220).print(t)
 
 
@@ -82,10 +116,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("rows", help="decode_rows.jsonl of a --sweep tree run")
     parser.add_argument("--json", default=None, help="also write the table here")
+    parser.add_argument("--real-shapes", default=None, help="bench/real_shapes.py JSON with its tree section")
+    parser.add_argument("--draft-ms", type=float, default=None, help="one 7B-shape drafter window pass (ms)")
     args = parser.parse_args()
     rows = read_jsonl(Path(args.rows))
     device = next((r.get("device") for r in rows if r.get("device")), "?")
     table = table_rows(rows)
+    if args.real_shapes:
+        costs = verify_costs(json.loads(Path(args.real_shapes).read_text()))
+        draft_ms = args.draft_ms if args.draft_ms is not None else costs.get(17)
+        require(draft_ms is not None and 1 in costs, f"{args.real_shapes} has no tree section with 1 and 17 "
+                "tokens; rerun bench/real_shapes.py --sections tree or pass --draft-ms", DataError)
+        project(table, rows, costs, draft_ms)
+        print(f"projection at the 7B shape: t_verify(1) {costs[1]:.2f} ms, t_draft {draft_ms:.2f} ms (labelled "
+              "estimate from measured step costs, not a timing)")
     print_table(table, f"τ and tok/s vs draft nodes N, one drafter pass per step ({device}; 95% bootstrap "
                        "intervals over prompts)")
     for line in goals(table):
