@@ -65,19 +65,20 @@ class Layout:
     def tree(cls, parents: torch.Tensor, depth: torch.Tensor, max_depth: int,
              paths: torch.Tensor | None = None) -> "Layout":
         """A tree in topological order (parents (N,), depth (N,) 0-based), built without a host sync, so a captured
-        step may build its own: ancestors by walking up `max_depth` times (scatter); `paths` (K, D) the root-to-node
-        paths the rules walk (default: one per node)."""
+        step may build its own: ancestors by pointer doubling (ceil(log2 max_depth) squarings of the reach matrix,
+        a few kernels instead of a max_depth-step walk); `paths` (K, D) the root-to-node paths the rules walk
+        (default: one per node)."""
         given, n, dev = paths, parents.shape[0], parents.device
-        anc = torch.zeros(n, n, dtype=torch.bool, device=dev)  # (N, N) [k, j]: j is k or an ancestor of k
-        paths = torch.full((n, max_depth), -1, dtype=torch.long, device=dev)  # (N, D) node of k's path at depth d
-        walk = torch.arange(n, device=dev)
-        for _ in range(max_depth):
-            live = walk >= 0
-            at = walk.clamp_min(0)
-            anc = anc.scatter(1, at[:, None], live[:, None] | anc.gather(1, at[:, None]))
-            col = depth[at][:, None]  # (N, 1) the depth of the node reached
-            paths = paths.scatter(1, col, torch.where(live[:, None], at[:, None], paths.gather(1, col)))
-            walk = torch.where(live, parents[at], -1)
+        node = torch.arange(n, device=dev)
+        # Small integers in fp32 (n <= a few hundred): exact, also under TF32 matmuls (10-bit mantissa, < 2048).
+        # (one_hot would check its ids on the host; −1, a child of the root, matches no column)
+        reach = torch.eye(n, device=dev) + (parents[:, None] == node[None, :]).float()  # (N, N) self + parent
+        for _ in range(max(max_depth - 1, 1).bit_length()):  # reach distance 1 -> 2 -> 4 ... >= max_depth - 1
+            reach = ((reach @ reach) > 0).float()  # (N, N) [k, j]: j is k or an ancestor of k
+        anc = reach > 0
+        at_depth = (depth[None, :] == torch.arange(max_depth, device=dev)[:, None]).float()  # (D, N)
+        # Each node has at most one ancestor-or-self per depth: the sum picks its index (+1; 0 = none).
+        paths = ((reach * (node + 1).float()[None]) @ at_depth.T).long() - 1  # (N, D)
         root = torch.ones(n + 1, 1, dtype=torch.bool, device=dev)  # every row sees the root
         intra = torch.cat([root, torch.cat([torch.zeros(1, n, dtype=torch.bool, device=dev), anc])], 1)  # (N+1, N+1)
         return cls(parents, paths if given is None else given, intra, torch.cat([depth.new_zeros(1), depth + 1]))
