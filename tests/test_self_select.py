@@ -131,8 +131,10 @@ def test_multi_draft_rule_is_exact_over_all_draft_tuples(k, limit):
 
 
 @pytest.mark.parametrize("samples", [pytest.param(3000, marks=pytest.mark.slow), 1000])
-@pytest.mark.parametrize("limit", [1, 2])
-@pytest.mark.parametrize("drafts", [[[0, 1], [0, 2], [1, 1]], [[2, 3], [2, 3], [0, 3]], [[3, 1], [1, 2], [3, 2]]])
+@pytest.mark.parametrize("limit", [1, 2])  # a cut draft and a full one
+@pytest.mark.parametrize("drafts", [[[0, 1], [0, 2], [1, 1]],  # the other tuples (twins, all distinct) under -m slow
+                                    pytest.param([[2, 3], [2, 3], [0, 3]], marks=pytest.mark.slow),
+                                    pytest.param([[3, 1], [1, 2], [3, 2]], marks=pytest.mark.slow)])
 def test_rejection_rule_matches_the_exact_law(drafts, limit, samples):
     """The engine's RejectionRule on fixed K chains samples exactly the law `exact_first_two` computes."""
     drafts = torch.tensor(drafts)
