@@ -74,19 +74,24 @@ def best_first_tree(logq: torch.Tensor, nodes: int, branch: int, score: str = "p
     top_lq, top_id = logq.topk(branch, dim=-1)  # (γ, b) best first
     pad = logq.new_full((max(0, nodes - branch),), float("-inf"))
     first = torch.cat([top_lq[0], pad])[:nodes]  # (N,) depth-0 prefixes, padded with impossible ones
-    scores, tokens = [first], [torch.cat([top_id[0], top_id.new_zeros(pad.shape)])[:nodes]]
-    parents = [torch.full((nodes,), -1, dtype=torch.long, device=logq.device)]  # pool index of each prefix's parent
-    for d in range(1, gamma):
+    scores, picks = [first], []
+    for d in range(1, gamma):  # only the top-k is sequential: ids and parents are decoded once, after the loop
         cand = scores[-1][:, None] + top_lq[d][None]  # (N, b) every kept prefix times this depth's best tokens
         best = cand.flatten().topk(nodes)  # N best prefixes of length d+1
         scores.append(best.values)
-        parents.append((d - 1) * nodes + best.indices // branch)
-        tokens.append(top_id[d][best.indices % branch])
+        picks.append(best.indices)  # flat (kept prefix, branch) index
+    dev = logq.device
+    tokens = torch.cat([top_id[0], top_id.new_zeros(pad.shape)])[:nodes]  # (N,) depth 0
+    parents = torch.full((nodes,), -1, dtype=torch.long, device=dev)  # pool index of each prefix's parent
+    if picks:
+        picks = torch.stack(picks)  # (γ-1, N)
+        tokens = torch.cat([tokens, top_id[1:].gather(1, picks % branch).flatten()])  # (γ·N,)
+        parents = torch.cat([parents, (torch.arange(gamma - 1, device=dev)[:, None] * nodes
+                                       + picks // branch).flatten()])  # (γ·N,)
     pool = torch.stack(scores).flatten()  # (γ·N,) depth-major: parents before children
-    depth = torch.arange(gamma, device=logq.device).repeat_interleave(nodes)  # (γ·N,)
+    depth = torch.arange(gamma, device=dev).repeat_interleave(nodes)  # (γ·N,)
     rank = pool + log_streak_factor(logq)[depth] if score == "streak" else pool
-    tokens, parent, depth, chosen = keep_best(rank, torch.stack(tokens).flatten(), torch.stack(parents).flatten(),
-                                              depth, nodes)
+    tokens, parent, depth, chosen = keep_best(rank, tokens, parents, depth, nodes)
     return tokens, parent, depth, pool[chosen]
 
 
