@@ -19,8 +19,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from specdiff2.decode.draft import Layout
 from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.runner import BlockRunner
+from specdiff2.models.timing import median_ms
 from specdiff2.models.transformer import ModelArgs, Transformer
 
 SHAPES = {  # config.json fields of the public checkpoints
@@ -55,20 +57,6 @@ def copy_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / (ms / 1e3)
 
 
-def median_ms(fn, iters: int = 30, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
-
-
 def weight_bytes(model: Transformer) -> int:
     seen = {}
     for p in model.parameters():
@@ -84,70 +72,55 @@ MODES = {  # label -> (BlockRunner mode, kernels)
 }
 
 
+def floor_ms(model: Transformer, bw: float, live_tokens: int) -> float:
+    """Bandwidth floor of one forward: every weight byte and the live bf16 K+V read once, at the copy bandwidth."""
+    kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2
+    return (weight_bytes(model) + kv_per_token * live_tokens) / bw * 1e3
+
+
 def verify_rows(model: Transformer, prefix: int, sizes, modes, bw: float, max_seq_len: int = 1024) -> list[dict]:
     model.setup_cache(1, max_seq_len)
     dev = model.lm_head.weight.device
     ids = torch.randint(0, model.args.vocab_size, (prefix + max(sizes),), device=dev)
     model.forward_block(ids[:prefix], torch.zeros((), dtype=torch.long, device=dev), prefix)
-    kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2  # bf16 K+V
-    wbytes = weight_bytes(model)
     rows = []
     for label in modes:
         mode, kernels = MODES[label]
         runner = BlockRunner(model, max_seq_len, mode, kernels=kernels)
         for n in sizes:
             ms = median_ms(lambda: runner(ids[prefix: prefix + n], prefix))
-            floor_ms = (wbytes + kv_per_token * (prefix + n)) / bw * 1e3
-            rows.append({"mode": label, "tokens": n, "ms": ms, "floor_ms": floor_ms, "of_floor": floor_ms / ms})
+            floor = floor_ms(model, bw, prefix + n)
+            rows.append({"mode": label, "tokens": n, "ms": ms, "floor_ms": floor, "of_floor": floor / ms})
     return rows
 
 
-def tree_intra(n: int, branch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions offsets (n,) and the ancestor mask (n, n) of a root + n-1 node tree in topological order where node
-    i hangs under (i-1)//branch: a full `branch`-ary tree, the shape a best-first budget fills first."""
-    parents = [-1] + [(i - 1) // branch for i in range(1, n)]
-    depth = [0] * n
-    intra = torch.zeros(n, n, dtype=torch.bool)
-    for i in range(n):
-        j = i
-        while j >= 0:
-            intra[i, j] = True
-            j = parents[j]
-        depth[i] = 0 if parents[i] < 0 else depth[parents[i]] + 1
-    return torch.tensor(depth, device=device), intra.to(device)
+def full_tree(nodes: int, branch: int, device) -> Layout:
+    """The engine's layout (decode/draft.Layout.tree) of a full `branch`-ary tree of `nodes` nodes under the root,
+    in topological order: the shape a best-first budget fills first."""
+    parents = [i // branch - 1 for i in range(nodes)]  # −1: a child of the root
+    depth = []
+    for p in parents:
+        depth.append(0 if p < 0 else depth[p] + 1)
+    return Layout.tree(torch.tensor(parents, device=device), torch.tensor(depth, device=device), max(depth) + 1)
 
 
 def tree_rows(model: Transformer, prefix: int, nodes, bw: float, branch: int = 4,
               max_seq_len: int = 1024) -> list[dict]:
-    """A tree verify pass of N nodes + root after `prefix` tokens (graph + block-compiled kernels), vs 1 token."""
+    """A tree verify pass of N nodes + root after `prefix` tokens (graph + block-compiled kernels), vs 1 token,
+    with the ancestor mask and depths the engine's tree path passes (Verifier.verify)."""
+    model.setup_cache(1, max_seq_len)
     dev = model.lm_head.weight.device
     ids = torch.randint(0, model.args.vocab_size, (prefix + max(nodes) + 1,), device=dev)
-    kv_per_token = 2 * model.args.num_layers * model.args.num_kv_heads * model.args.head_dim * 2  # bf16 K+V
-    wbytes = weight_bytes(model)
     runner = BlockRunner(model, max_seq_len, "graph", kernels="block")
     one = median_ms(lambda: runner(ids[prefix: prefix + 1], prefix))
-    rows = [{"nodes": 0, "tokens": 1, "ms": one, "x_1_token": 1.0,
-             "floor_ms": (wbytes + kv_per_token * (prefix + 1)) / bw * 1e3}]
+    rows = [{"nodes": 0, "tokens": 1, "ms": one, "x_1_token": 1.0, "floor_ms": floor_ms(model, bw, prefix + 1)}]
     for n in nodes:
-        depth, intra = tree_intra(n + 1, branch, dev)
+        layout = full_tree(n, branch, dev)
         block = ids[prefix: prefix + n + 1]
-        ms = median_ms(lambda block=block, depth=depth, intra=intra: runner(block, prefix, prefix + depth, intra))
+        ms = median_ms(lambda block=block, layout=layout: runner(block, prefix, prefix + layout.depth, layout.intra))
         rows.append({"nodes": n, "tokens": n + 1, "ms": ms, "x_1_token": ms / one,
-                     "floor_ms": (wbytes + kv_per_token * (prefix + n + 1)) / bw * 1e3})
+                     "floor_ms": floor_ms(model, bw, prefix + n + 1)})
     return rows
-
-
-def graphed(fn):
-    """fn captured as one CUDA graph (warmed on a side stream first); returns its replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def drafter_rows(model: Transformer, prefix: int, gammas, kernels: str, max_seq_len: int = 1024) -> list[dict]:
@@ -165,8 +138,8 @@ def drafter_rows(model: Transformer, prefix: int, gammas, kernels: str, max_seq_
         for gamma in gammas:
             canvas = torch.full((gamma,), model.args.vocab_size - 1, device=dev)
             kv_len = min(drafter.cache_len, -(-(prefix + 2 * gamma + 2) // 128) * 128)
-            one_pass = graphed(lambda: drafter.window_logits_at(seq, length, canvas, kv_len, gamma + 1))
-            rows.append({"cache": cache, "gamma": gamma, "prefix": prefix, "ms": median_ms(one_pass)})
+            ms = median_ms(lambda: drafter.window_logits_at(seq, length, canvas, kv_len, gamma + 1), capture=True)
+            rows.append({"cache": cache, "gamma": gamma, "prefix": prefix, "ms": ms})
     return rows
 
 
@@ -207,7 +180,6 @@ def main_with(argv: list[str] | None) -> None:
                  for r in verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "eager"], bw)]
         print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
     if "tree" in sections and args.tree_nodes:
-        model.setup_cache(1, 1024)
         trees = tree_rows(model, args.prefix, [int(n) for n in args.tree_nodes.split(",")], bw)
         print_rows(trees, f"{args.shape} tree verify pass of N nodes + root after {args.prefix} tokens "
                           f"(graph + block-compiled, fused), {name}")

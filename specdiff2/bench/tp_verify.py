@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from specdiff2.bench.real_shapes import SHAPES, copy_bandwidth, median_ms, print_rows, weight_bytes
+from specdiff2.bench.real_shapes import SHAPES, copy_bandwidth, print_rows, weight_bytes
 from specdiff2.models.config import ModelArgs
 from specdiff2.models.parallel import init_tensor_parallel, random_sharded_transformer
 from specdiff2.models.runner import BlockRunner
+from specdiff2.models.timing import median_ms
 
 KINDS = {"eager": ("eager", "eager"), "graph": ("graph", "eager"), "graph+elementwise": ("graph", "elementwise"),
          "graph+block-compiled": ("graph", "block")}

@@ -11,7 +11,6 @@ perf_counter. Also t_verify(γ+1), the verify step of a γ-token draft. The pape
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,38 +18,8 @@ import torch
 from specdiff2.models.checkpoint import load_transformer
 from specdiff2.models.drafters import DiffusionDrafter
 from specdiff2.models.runner import BlockRunner
+from specdiff2.models.timing import median_ms
 from specdiff2.pocket.spec import CostSpec, PocketSpec, PocketWorld
-
-
-def median_ms(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
-    """Median ms of fn(): CUDA-graph replays timed with CUDA events on CUDA, perf_counter of eager calls on CPU."""
-    if device.type == "cuda":
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # lazy cuBLAS / compile work happens here, not inside the capture
-            for _ in range(max(warmup, 1)):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        fn = graph.replay
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(begin.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def _load(path: Path, device: torch.device, dtype: torch.dtype):
@@ -79,7 +48,7 @@ def measure_costs(world: PocketWorld, gamma: int, cost: CostSpec, device: torch.
     start = torch.tensor(prefix, device=device)
     runner.direct(ids[:prefix], torch.zeros_like(start), prefix)  # the committed prefix in the cache
     verify_ms = {str(n): median_ms(lambda n=n: runner.direct(ids[prefix:prefix + n], start, _bucket(prefix + n)),
-                                   device, cost.iters, cost.warmup) for n in (1, gamma + 1)}
+                                   cost.iters, cost.warmup, device=device, capture=True) for n in (1, gamma + 1)}
     model, dcfg = _load(world.drafter, device, dtype)
     proposable = torch.ones(dcfg["vocab_size"], dtype=torch.bool, device=device)
     drafter = DiffusionDrafter(model, int(dcfg["mask_token_id"]), True, proposable, max_len, "prefix",
@@ -87,8 +56,8 @@ def measure_costs(world: PocketWorld, gamma: int, cost: CostSpec, device: torch.
     drafter.prefill(ids[:prefix])
     canvas = torch.full((gamma,), int(dcfg["mask_token_id"]), device=device)
     kv_len = min(drafter.cache_len, _bucket(prefix + 2 * gamma + 2))
-    draft_ms = median_ms(lambda: drafter.window_logits_at(ids, start, canvas, kv_len, gamma + 1), device,
-                         cost.iters, cost.warmup)
+    draft_ms = median_ms(lambda: drafter.window_logits_at(ids, start, canvas, kv_len, gamma + 1), cost.iters,
+                         cost.warmup, device=device, capture=True)
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "dtype": str(dtype).removeprefix("torch."), "timer": "CUDA graph + events" if device.type == "cuda"
             else "perf_counter, eager", "kernels": kernels, "prefix": prefix, "gamma": gamma,
