@@ -4,7 +4,7 @@ table and goal lines read from its rows (draft nodes recorded per row, intervals
 import pytest
 
 from specdiff2.bench.decode_methods import Sweep
-from specdiff2.report.tree_table import goals, project, table_rows
+from specdiff2.report.tree_table import goals, table_rows
 
 
 @pytest.mark.slow  # ~15 s: three engines x two temperatures on CPU
@@ -33,7 +33,7 @@ def test_tree_sweep_rows_make_the_n_table(tiny_world, tmp_path, one_thread):
     lines = goals(table)
     assert any("best tree N=" in line for line in lines) and any("argmax proposals" in line for line in lines)
     costs = {1: 1.0, 5: 1.05, 7: 1.1, 13: 1.3}  # verify ms by verified tokens (N + 1), as real_shapes measures
-    project(table, rows, costs, draft_ms=0.5)
+    table = table_rows(rows, costs, draft_ms=0.5)
     chain = next(r for r in table if r["sweep"] == "chain" and r["T"] == 0.0)
     assert chain["proj_x_chain"] == pytest.approx(1.0)
     assert chain["proj_x_ar"] == pytest.approx(chain["tau"].value * 1.0 / (0.5 + 1.1))

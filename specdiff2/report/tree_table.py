@@ -44,28 +44,28 @@ def verify_costs(real_shapes: dict) -> dict[int, float]:
     return {int(r["tokens"]): float(r["ms"]) for r in real_shapes.get("tree") or []}
 
 
-def project(table: list[dict], rows: list[dict], costs: dict[int, float], draft_ms: float) -> None:
-    """Adds proj_x_ar and proj_x_chain to the table rows whose verified width has a measured cost."""
-    for t in table:
-        raw = next(r for r in rows if r["method"] == t["method"] and r["set"] == t["set"]
-                   and float(r["temperature"]) == t["T"] and r.get("sweep") == t["sweep"] and "error" not in r)
-        chain = next(iter(_cell(rows, "chain", t["set"], t["T"])), None)
-        if chain is None or t["N"] is None or t["N"] + 1 not in costs or 1 not in costs:
-            continue
-        overhead = max(_draft_ms(raw) - _draft_ms(chain), 0.0)
-        step = draft_ms + costs[t["N"] + 1] + overhead
-        chain_step = draft_ms + costs[chain["draft_nodes"] + 1]
-        t["proj_x_ar"] = t["tau"].value * costs[1] / step
-        t["proj_x_chain"] = t["proj_x_ar"] / (samples.interval(chain, "tau").value * costs[1] / chain_step)
+def _projection(row: dict, tau: float, chain: dict, chain_tau: float, costs: dict[int, float],
+                draft_ms: float) -> dict:
+    """proj_x_ar and proj_x_chain of one sweep row (the module docstring's formula); {} without a measured cost."""
+    n = row.get("draft_nodes")
+    if n is None or n + 1 not in costs or chain["draft_nodes"] + 1 not in costs or 1 not in costs:
+        return {}
+    overhead = max(_draft_ms(row) - _draft_ms(chain), 0.0)  # the row's own drafting (tree building) beyond the chain's
+    x_ar = tau * costs[1] / (draft_ms + costs[n + 1] + overhead)
+    chain_x_ar = chain_tau * costs[1] / (draft_ms + costs[chain["draft_nodes"] + 1])
+    return {"proj_x_ar": x_ar, "proj_x_chain": x_ar / chain_x_ar}
 
 
-def table_rows(rows: list[dict]) -> list[dict]:
-    """One dict per method row: set, T, method, N, τ, tok/s with intervals, ratios to the chain and to `ar`."""
+def table_rows(rows: list[dict], costs: dict[int, float] | None = None,
+               draft_ms: float | None = None) -> list[dict]:
+    """One dict per method row: set, T, method, N, τ, tok/s with intervals, ratios to the chain and to `ar`; with
+    `costs` (verified tokens -> ms, `verify_costs`) and `draft_ms` also the labelled 7B projection."""
     out = []
     cells = sorted({(r["set"], float(r["temperature"])) for r in rows if r.get("sweep") in TREE_SWEEPS})
     for s, t in cells:
         chain = next(iter(_cell(rows, "chain", s, t)), None)
         ref = next(iter(_cell(rows, "reference", s, t)), None)
+        chain_tau = samples.interval(chain, "tau").value if chain is not None else None
         for sweep in TREE_SWEEPS:
             for r in sorted(_cell(rows, sweep, s, t), key=lambda r: r.get("draft_nodes", 0)):
                 row = {"set": s, "T": t, "sweep": sweep, "method": r["method"], "N": r.get("draft_nodes"),
@@ -73,6 +73,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
                 if chain is not None:
                     row["tau_x_chain"] = samples.ratio(r, chain, "tau")
                     row["tps_x_chain"] = samples.ratio(r, chain, "tps")
+                    if costs is not None:
+                        row.update(_projection(r, row["tau"].value, chain, chain_tau, costs, draft_ms))
                 if ref is not None:
                     row["tps_x_ar"] = samples.ratio(r, ref, "tps")
                 out.append(row)
@@ -121,15 +123,15 @@ def main() -> None:
     args = parser.parse_args()
     rows = read_jsonl(Path(args.rows))
     device = next((r.get("device") for r in rows if r.get("device")), "?")
-    table = table_rows(rows)
+    costs, draft_ms = None, None
     if args.real_shapes:
         costs = verify_costs(json.loads(Path(args.real_shapes).read_text()))
         draft_ms = args.draft_ms if args.draft_ms is not None else costs.get(17)
         require(draft_ms is not None and 1 in costs, f"{args.real_shapes} has no tree section with 1 and 17 "
                 "tokens; rerun bench/real_shapes.py --sections tree or pass --draft-ms", DataError)
-        project(table, rows, costs, draft_ms)
         print(f"projection at the 7B shape: t_verify(1) {costs[1]:.2f} ms, t_draft {draft_ms:.2f} ms (labelled "
               "estimate from measured step costs, not a timing)")
+    table = table_rows(rows, costs, draft_ms)
     print_table(table, f"τ and tok/s vs draft nodes N, one drafter pass per step ({device}; 95% bootstrap "
                        "intervals over prompts)")
     for line in goals(table):
