@@ -176,9 +176,10 @@ class Sweep:
             for s in sets:
                 self._append(self._row(grid, drafter, method, s, temperature) | {"error": _err(err)})
             return
-        for s in sets:  # the resolved fields beside the override string: what the report reads (issue 23)
-            row = self._row(grid, drafter, method, s, temperature) | {"config": resolved_fields(cfg),
-                                                                       "draft_nodes": engine.layout.nodes}
+        # The resolved fields beside the override string: what the report reads (issue 23); one config per method.
+        fields = {"config": resolved_fields(cfg), "draft_nodes": engine.layout.nodes}
+        for s in sets:
+            row = self._row(grid, drafter, method, s, temperature) | fields
             try:
                 summary, per_prompt = generate_all(engine, self.prompts[s], self.spec["max_new_tokens"],
                                                    self.spec.get("seed", 0), self.spec.get("warmup", "one"))
