@@ -9,7 +9,7 @@ Verifier logits row 0 belongs to the last committed token (it predicts depth 1);
 Rules are built once, before decoding, by the `conf/acceptance/` group (auto, greedy, rejection, tree,
 streak_proxy): each builder takes the decode job's one `SamplingParams` and refuses the combinations that are not
 lossless, so a bad choice fails at start-up with one line instead of mid-run. A rule that is exact only at
-temperature 0 says `greedy_only = True`; the engine refuses it at T > 0 however it was built (`check_rule`).
+temperature 0 carries a `biased_above_zero` line; the engine refuses it at T > 0 however it was built (`check_rule`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def greedy_tree(draft: Draft, argmax: torch.Tensor) -> tuple[torch.Tensor, torch
 class GreedyRule:
     """Temperature 0: keep the longest path equal to the verifier argmax, plus its next argmax."""
 
-    greedy_only = True
+    biased_above_zero = "acceptance=greedy at temperature {t} is biased; use acceptance=rejection (or auto) or " \
+                        "temperature=0"
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         zero = draft.limit.new_zeros(())
@@ -156,7 +157,8 @@ class StreakProxyRule:
     then min(1, p/q) on it, is not lossless): refused there.
     """
 
-    greedy_only = True
+    biased_above_zero = "acceptance=streak_proxy at temperature {t} is biased (picking a draft by p, then min(1, p/q) " \
+                        "on it, is not lossless); use acceptance=tree or temperature=0"
 
     def __call__(self, draft: Draft, verifier_logits: torch.Tensor, sampling: SamplingParams, generator):
         zero = draft.limit.new_zeros(())
@@ -181,13 +183,9 @@ class StreakProxyRule:
 
 def check_rule(rule: AcceptanceRule, sampling: SamplingParams) -> None:
     """One line for a rule that is not lossless at this temperature (the engine calls it for hand-built pairs)."""
-    if getattr(rule, "greedy_only", False) and not sampling.greedy:
-        name = {GreedyRule: "acceptance=greedy", StreakProxyRule: "acceptance=streak_proxy"}.get(
-            type(rule), type(rule).__name__)
-        fix = "acceptance=tree" if isinstance(rule, StreakProxyRule) else "acceptance=rejection (or auto)"
-        why = " (picking a draft by p, then min(1, p/q) on it, is not lossless)" if isinstance(
-            rule, StreakProxyRule) else ""
-        raise ConfigError(f"{name} at temperature {sampling.temperature} is biased{why}; use {fix} or temperature=0")
+    refusal = getattr(rule, "biased_above_zero", None)  # set by the rules that are exact at temperature 0 only
+    if refusal and not sampling.greedy:
+        raise ConfigError(refusal.format(t=sampling.temperature))
 
 
 def _checked(rule: AcceptanceRule, sampling: SamplingParams) -> AcceptanceRule:
