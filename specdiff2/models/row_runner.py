@@ -17,7 +17,13 @@ from __future__ import annotations
 import torch
 
 from specdiff2.errors import ConfigError
-from specdiff2.models.runner import KERNEL_MODES, MODES, _with_recompile_limit, default_buckets
+from specdiff2.models.runner import (
+    KERNEL_MODES,
+    MODES,
+    _with_recompile_limit,
+    capture_graph,
+    default_buckets,
+)
 from specdiff2.models.transformer import Transformer, rotary_cos_sin
 
 
@@ -146,14 +152,7 @@ class _RowGraph:
         def call():
             return r.forward(r.tokens[:rows], r.slot, r.pad[:rows], kv_len)
 
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up: lazy cuBLAS/compile work must not happen inside capture
-            call()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=r.pool):
-            self.out = call()  # (rows, V)
+        self.graph, self.out = capture_graph(call, r.pool)  # out (rows, V)
 
     def replay(self) -> torch.Tensor:
         self.graph.replay()

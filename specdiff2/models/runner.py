@@ -101,6 +101,21 @@ class BlockRunner:
         return graph.run(ids_p, pos_p, start, intra_p)[:n]
 
 
+def capture_graph(fn, pool=None, warmup: int = 1):
+    """fn captured as one CUDA graph (in `pool`) after `warmup` calls on a side stream, so lazy cuBLAS / compile
+    work never happens inside the capture; returns (graph, fn's output, which each replay overwrites)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(max(warmup, 1)):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        out = fn()
+    return graph, out
+
+
 def _with_recompile_limit(compiled, limit: int = 64):
     """Compile under a raised recompile limit, scoped to these calls (compilation happens at call time): one
     compilation per (model, chain or not, n == 1) is a handful per engine, over dynamo's default of 8."""
@@ -150,11 +165,4 @@ class _Graph:
         return self.forward(self.ids, self.start, self.kv_b, self.positions, self.intra)
 
     def _capture(self) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm-up: lazy cuBLAS/compile work must not happen inside capture
-            self._call()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=self.pool):
-            self.out = self._call()
+        self.graph, self.out = capture_graph(self._call, self.pool)

@@ -13,19 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-
-def captured(fn: Callable[[], object], warmup: int = 1) -> Callable[[], None]:
-    """fn captured as one CUDA graph, warmed `warmup` times on a side stream first; returns its replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(max(warmup, 1)):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+from specdiff2.models.runner import capture_graph
 
 
 def median_ms(fn: Callable[[], object], iters: int = 30, warmup: int = 3, *,
@@ -33,7 +21,7 @@ def median_ms(fn: Callable[[], object], iters: int = 30, warmup: int = 3, *,
     """Median ms of `iters` calls of fn() after `warmup` untimed ones (see the module docstring)."""
     cuda = torch.device(device).type == "cuda"
     if cuda and capture:
-        fn = captured(fn, warmup)
+        fn = capture_graph(fn, warmup=warmup)[0].replay
     for _ in range(warmup):
         fn()
     times = []
