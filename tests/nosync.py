@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from specdiff2.bench.step_ops import steady_step
+
 SYNC_OPS = ("aten::_local_scalar_dense", "aten::item", "aten::nonzero", "aten::is_nonzero")
 
 
@@ -21,9 +23,6 @@ def host_syncs(fn) -> list[str]:
 
 def engine_step_syncs(engine, prompt: list[int], kv_len: int | None = None) -> list[str]:
     """Set up `engine` on `prompt` like `generate`, run one step (draft + verify phases) and list its syncs."""
-    engine.generate(prompt, 1)  # state, caches and adaptive state as after a real start
-    st = engine.state
-    st.done.zero_()
-    st.max_new.fill_(64)
-    kv = kv_len or engine._bucket(int(st.length) + engine.depth + 1)
+    bucket = steady_step(engine, prompt)  # state, caches and adaptive state as after a real start
+    kv = kv_len or bucket
     return host_syncs(lambda: engine._verify_phase(engine._draft_phase(kv), kv))

@@ -47,13 +47,19 @@ def device_ops(fn) -> int:
     return count
 
 
-def phase_ops(engine, prompt: list[int]) -> tuple[int, int]:
-    """(draft ops, verify ops) of one steady-state step, set up as `generate` leaves the engine."""
+def steady_step(engine, prompt: list[int]) -> int:
+    """Set `engine` up on `prompt` as `generate` leaves it mid-run (state, caches, adaptive state), still live;
+    returns the live-cache bucket its next step runs at."""
     engine.generate(prompt, 1)
     st = engine.state
     st.done.zero_()
     st.max_new.fill_(64)
-    kv = engine._bucket(int(st.length) + engine.depth + 1)
+    return engine._bucket(int(st.length) + engine.depth + 1)
+
+
+def phase_ops(engine, prompt: list[int]) -> tuple[int, int]:
+    """(draft ops, verify ops) of one steady-state step."""
+    kv = steady_step(engine, prompt)
     held = {}
     draft = device_ops(lambda: held.setdefault("draft", engine._draft_phase(kv)))
     return draft, device_ops(lambda: engine._verify_phase(held["draft"], kv))
