@@ -215,13 +215,15 @@ MICRO = ["pocket.vocab_size=1024", "pocket.seq_len=512", "pocket.corpus.max_byte
 
 
 @pytest.mark.slow
-def test_reproduce_tiny_end_to_end_on_a_micro_world(tmp_path):
-    """The whole reproduce_tiny path (same code as reproduce_gpu) on a micro pocket world; a rerun skips it all."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_reproduce_tiny_end_to_end_on_a_micro_world(tmp_path, workers):
+    """The whole reproduce_tiny path (same code as reproduce_gpu) on a micro pocket world; a rerun skips it all.
+    workers=3: the pretrainings (and the ratio world's verifier) and the arms run as processes side by side."""
     from specdiff2.bench.reproduce import main
 
     argv = ["experiment=reproduce_tiny", f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
             *MICRO, "+ratio_worlds.tiny_near=['pocket=tiny','pocket.name=tiny_near','pocket.verifier.num_layers=1']",
-            "ratio_sweep.sets=[humaneval]"]
+            "ratio_sweep.sets=[humaneval]", f"workers={workers}"]
     main(argv)
     run = tmp_path / "run"
     assert all((run / s / "done.json").is_file() for s in STAGES)

@@ -143,3 +143,35 @@ def test_execution_choices_stay_with_their_model():
     BlockRunner(fused, 32, "eager", kernels="elementwise")
     assert fused.model.norm.kernels is fused.kernels and fused.kernels["rms_norm"] is not rms_norm
     assert plain.kernels["rms_norm"] is rms_norm and KERNELS["rms_norm"] is rms_norm
+
+
+@pytest.mark.slow
+def test_layer_kernels_compile_one_layer_for_any_depth():
+    """kernels=layer: every layer of every depth calls one compiled layer (regional compilation), so the number
+    of compiled graphs does not grow with depth, and the logits (chain and tree blocks) equal the eager ones."""
+    from torch._dynamo.utils import counters
+
+    def deep(layers):
+        torch.manual_seed(0)
+        args = ModelArgs(vocab_size=V, hidden_size=64, intermediate_size=96, num_layers=layers, num_heads=4,
+                         num_kv_heads=2, head_dim=16, qkv_bias=True, max_position_embeddings=512)
+        return Transformer(args).float().eval()
+
+    graphs = {}
+    for layers in (2, 6):
+        model = deep(layers)
+        ids = torch.randint(0, V, (30,))
+        ref = model(ids[None], torch.arange(30)[None])[0]  # (30, V) eager, no cache
+        model.setup_cache(1, 64)
+        runner = BlockRunner(model, 64, "eager", kernels="layer")
+        before = counters["stats"]["unique_graphs"]
+        runner(ids[:20], 0)
+        torch.testing.assert_close(runner(ids[20:], 20), ref[20:], rtol=1e-5, atol=1e-5)
+        tree = tree_ancestors(torch.tensor([-1, 0, 0, 1]))  # (4, 4) two branches
+        positions = torch.tensor([20, 21, 21, 22])
+        got = runner(ids[20:24], 20, positions, tree)
+        graphs[layers] = counters["stats"]["unique_graphs"] - before
+        model.use_kernels("eager")  # the same block again, eagerly (it rewrites the same cache slots)
+        want = model.forward_block(ids[20:24], torch.tensor(20), 24, positions, tree)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert graphs[6] <= graphs[2], graphs  # the 2-layer model already compiled every kind; depth adds none

@@ -69,7 +69,9 @@ MODES = {  # label -> (BlockRunner mode, kernels)
     "graph": ("graph", "eager"),
     "graph+elementwise": ("graph", "elementwise"),
     "graph+block-compiled": ("graph", "block"),
+    "graph+layer-compiled": ("graph", "layer"),  # one compiled layer shared by all: compile time flat in depth
 }
+COMPILED = ("graph+block-compiled", "graph+layer-compiled")  # the engine's compiled modes (no unfused rows)
 
 
 def floor_ms(model: Transformer, bw: float, live_tokens: int) -> float:
@@ -105,13 +107,13 @@ def full_tree(nodes: int, branch: int, device) -> Layout:
 
 
 def tree_rows(model: Transformer, prefix: int, nodes, bw: float, branch: int = 4,
-              max_seq_len: int = 1024) -> list[dict]:
-    """A tree verify pass of N nodes + root after `prefix` tokens (graph + block-compiled kernels), vs 1 token,
+              max_seq_len: int = 1024, kernels: str = "block") -> list[dict]:
+    """A tree verify pass of N nodes + root after `prefix` tokens (graph + compiled kernels), vs 1 token,
     with the ancestor mask and depths the engine's tree path passes (Verifier.verify)."""
     model.setup_cache(1, max_seq_len)
     dev = model.lm_head.weight.device
     ids = torch.randint(0, model.args.vocab_size, (prefix + max(nodes) + 1,), device=dev)
-    runner = BlockRunner(model, max_seq_len, "graph", kernels="block")
+    runner = BlockRunner(model, max_seq_len, "graph", kernels=kernels)
     one = median_ms(lambda: runner(ids[prefix: prefix + 1], prefix))
     rows = [{"nodes": 0, "tokens": 1, "ms": one, "x_1_token": 1.0, "floor_ms": floor_ms(model, bw, prefix + 1)}]
     for n in nodes:
@@ -173,18 +175,19 @@ def main_with(argv: list[str] | None) -> None:
     modes = args.modes.split(",")
     rows, drafts, trees = [], [], []
     if "verify" in sections:
-        rows = verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "graph+block-compiled"], bw)
+        rows = verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m not in COMPILED], bw)
     model.fuse()
     if "verify" in sections:
         rows += [{**r, "mode": r["mode"] + " +fused-qkv/mlp"}
                  for r in verify_rows(model, args.prefix, (1, 5, 17, 33), [m for m in modes if m != "eager"], bw)]
         print_rows(rows, f"{args.shape} verify step after {args.prefix} tokens, {name}")
+    compiled = next((MODES[m][1] for m in COMPILED if m in modes), "block")  # the first compiled mode asked for
     if "tree" in sections and args.tree_nodes:
-        trees = tree_rows(model, args.prefix, [int(n) for n in args.tree_nodes.split(",")], bw)
+        trees = tree_rows(model, args.prefix, [int(n) for n in args.tree_nodes.split(",")], bw, kernels=compiled)
         print_rows(trees, f"{args.shape} tree verify pass of N nodes + root after {args.prefix} tokens "
-                          f"(graph + block-compiled, fused), {name}")
+                          f"(graph + {compiled}-compiled, fused), {name}")
     if "drafter" in sections:
-        drafts = drafter_rows(model, args.prefix, (16, 32), "elementwise")
+        drafts = drafter_rows(model, args.prefix, (16, 32), "layer" if compiled == "layer" else "elementwise")
         print_rows(drafts, f"{args.shape}-shape diffusion drafter pass (bidirectional), {name}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

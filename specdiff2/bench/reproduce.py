@@ -15,7 +15,9 @@ train.py / decode.py composition of the run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +38,7 @@ from specdiff2.cli import check_overrides, one_line_errors
 from specdiff2.decode.run import pick_device
 from specdiff2.errors import ConfigError, require
 from specdiff2.models.tokenizer import load_tokenizer
-from specdiff2.pocket.world import ensure_pocket_world
+from specdiff2.pocket.world import DATA_STAGES, build_parallel, ensure_pocket_world, wait_all
 from specdiff2.report import build_report
 from specdiff2.report.rundata import read_jsonl
 from specdiff2.report.wandb_log import log_decode_row, log_table, open_run
@@ -65,6 +67,7 @@ class Plan:
     redo: list[str] = field(default_factory=list)
     stop_after: str | None = None
     threads: int | None = None
+    workers: int = 1  # > 1: independent pretrainings and arms run as that many processes side by side
 
     def decode_overrides(self) -> list[str]:
         return [*self.forwarded, *self.decode]
@@ -125,7 +128,7 @@ def make_plan(overrides: list[str]) -> Plan:
                 real_shapes=plain.get("real_shapes") or {}, wandb=plain["wandb"],
                 ratio_worlds=plain.get("ratio_worlds") or {}, ratio_sweep=plain.get("ratio_sweep") or {},
                 redo=plain["redo"],
-                stop_after=plain["stop_after"], threads=plain.get("threads"))
+                stop_after=plain["stop_after"], threads=plain.get("threads"), workers=plain.get("workers", 1))
 
 
 def done_path(run_dir: Path, stage: str) -> Path:
@@ -156,8 +159,29 @@ def world_info(spec, root: Path) -> dict:
             "spec": spec.to_dict(), "cost": summary.get("cost")}
 
 
+def ratio_world(plan: Plan, name: str) -> tuple[object, Path]:
+    """(spec, root) of ratio world `name`."""
+    cfg = compose("decode", plan.ratio_overrides(name))
+    return instantiate(cfg.pocket), Path(cfg.paths.pocket_dir)
+
+
 def stage_pocket(plan: Plan, _: dict) -> dict:
+    if plan.workers > 1:
+        build_side_by_side(plan)
     return world_info(plan.pocket, plan.pocket_dir)
+
+
+def build_side_by_side(plan: Plan) -> None:
+    """The data stages, then every model pretraining that reads no other (this world's verifier, its two
+    drafters in order, each ratio world's verifier) as processes side by side, at most `workers` at once. The
+    cost ratios are measured afterwards, each alone on the device (world_info)."""
+    spec, root = plan.pocket, plan.pocket_dir
+    ensure_pocket_world(spec, root, stages=DATA_STAGES)
+    jobs = [(spec, root, ("verifier",)), (spec, root, ("ar_drafter", "drafter"))]
+    jobs += [(*ratio_world(plan, name), (*DATA_STAGES, "verifier")) for name in plan.ratio_worlds]
+    jobs = [job for job in jobs if not all((job[1] / f"{s}.done").exists() for s in job[2])]
+    for i in range(0, len(jobs), plan.workers):
+        build_parallel(jobs[i:i + plan.workers], plan.run_dir / "pocket" / "logs")
 
 
 def stage_trajectories(plan: Plan, _: dict) -> dict:
@@ -167,23 +191,42 @@ def stage_trajectories(plan: Plan, _: dict) -> dict:
     return {"store": str(job.trajectories.generate(verifier_dir))}
 
 
+def run_arm(arms_dir: Path, arm: str, overrides: list[str], train: list[str]) -> dict:
+    """Train one arm from step 0 and write its done.json (arms_dir/<arm>/); `train` = the full train.py overrides."""
+    shutil.rmtree(arms_dir / arm / "run", ignore_errors=True)  # a killed arm starts again from step 0
+    summary = train_arm(train)
+    info = {"drafter": str(summary["sections"]["export"]["drafter"]), "wall_s": summary["wall_s"],
+            "val_before": summary.get("val_before"), "val_after": summary.get("val_after"),
+            "val_history": summary.get("val_history"), "training": summary["sections"].get("training"),
+            "overrides": overrides}
+    print(json.dumps({"arm": arm, "wall_s": info["wall_s"]}), flush=True)
+    return write_done(done_path(arms_dir, arm), info)
+
+
 def stage_arms(plan: Plan, _: dict) -> dict:
-    arms = {}
-    for arm, overrides in plan.arms.items():
-        finished = read_done(plan.run_dir / "arms", arm)
-        if finished is not None:
-            arms[arm] = finished
-            continue
-        run_dir = plan.run_dir / "arms" / arm / "run"
-        shutil.rmtree(run_dir, ignore_errors=True)  # a killed arm starts again from step 0
-        summary = train_arm(plan.train_overrides(run_dir, overrides))
-        info = {"drafter": str(summary["sections"]["export"]["drafter"]), "wall_s": summary["wall_s"],
-                "val_before": summary.get("val_before"), "val_after": summary.get("val_after"),
-                "val_history": summary.get("val_history"), "training": summary["sections"].get("training"),
-                "overrides": overrides}
-        arms[arm] = write_done(done_path(plan.run_dir / "arms", arm), info)
-        print(json.dumps({"arm": arm, "wall_s": info["wall_s"]}), flush=True)
-    return {"arms": arms}
+    """Every arm not yet done: in this process one by one, or (workers > 1) as processes side by side, at most
+    `workers` at once (equal step budgets either way; each arm's wall time then includes sharing the device)."""
+    arms_dir = plan.run_dir / "arms"
+    pending = {arm: o for arm, o in plan.arms.items() if read_done(arms_dir, arm) is None}
+    train = {arm: plan.train_overrides(arms_dir / arm / "run", o) for arm, o in pending.items()}
+    if plan.workers <= 1:
+        for arm, overrides in pending.items():
+            run_arm(arms_dir, arm, overrides, train[arm])
+    else:
+        names = list(pending)
+        for i in range(0, len(names), plan.workers):
+            batch = names[i:i + plan.workers]
+            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(batch)))}
+            procs = []
+            for arm in batch:
+                out = arms_dir / f"{arm}.log"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, "-m", "specdiff2.bench.reproduce", "--arm", str(arms_dir), arm,
+                       json.dumps(pending[arm]), json.dumps(train[arm])]
+                procs.append((out, subprocess.Popen(cmd, stdout=out.open("w"), stderr=subprocess.STDOUT, env=env)))
+                print(f"[reproduce] arm {arm} in a process of its own (log {out})", flush=True)
+            wait_all(procs)
+    return {"arms": {arm: read_done(arms_dir, arm) for arm in plan.arms}}
 
 
 def stage_decode(plan: Plan, done: dict) -> dict:
@@ -214,8 +257,7 @@ def stage_ratios(plan: Plan, _: dict) -> dict:
     worlds, rows = {}, {}
     for name in plan.ratio_worlds:
         overrides = plan.ratio_overrides(name)
-        cfg = compose("decode", overrides)
-        worlds[name] = world_info(instantiate(cfg.pocket), Path(cfg.paths.pocket_dir))
+        worlds[name] = world_info(*ratio_world(plan, name))
         out = plan.run_dir / "ratios" / name / "rows.jsonl"
         rows[name] = len(Sweep(ratio_spec(plan), overrides, {}, out).run())
         if torch.cuda.is_available():
@@ -266,6 +308,7 @@ def stage_real_shapes(plan: Plan, _: dict) -> dict:
     for shape in shapes:
         try:
             real_shapes.main_with(["--shape", shape, "--modes", plan.real_shapes.get("modes", "graph+block-compiled"),
+                                   "--sections", plan.real_shapes.get("sections", "verify,drafter,tree"),
                                    "--out", str(out)])
         except Exception as err:  # noqa: BLE001 — projection falls back to the closing note costs
             errors.append(f"{shape}: {type(err).__name__}: {err}")
@@ -314,6 +357,11 @@ def run_stages(plan: Plan, runners: dict[str, Callable[[Plan, dict], dict]] = RU
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--arm"]:  # one arm of stage_arms in a process of its own
+        arms_dir, arm, overrides, train = argv[1:]
+        with one_line_errors():
+            run_arm(Path(arms_dir), arm, json.loads(overrides), json.loads(train))
+        return
     bad = check_overrides(argv, Path(__file__).resolve().parents[2] / "conf")
     if bad:
         print(bad, file=sys.stderr)

@@ -36,8 +36,9 @@ def decode_rows(model: Transformer, tokens: torch.Tensor, slot: torch.Tensor, pa
     positions = (slot - pad)[:, None]  # (B, 1) prompt length + steps so far
     h = model.model.embed_tokens(tokens[:, None])  # (B, 1, hidden)
     cos, sin = rotary_cos_sin(positions, model.args.head_dim, model.args.rope_theta, h.dtype)  # (B, 1, 1, D)
+    call = model.layer_fns["forward"]
     for layer in model.model.layers:
-        h = layer(h, cos, sin, mask, slot, kv_len)
+        h = call(layer, h, cos, sin, mask, slot, kv_len)
     return model.lm_head(model.model.norm(h))[:, 0]  # (B, V)
 
 
@@ -69,7 +70,7 @@ class RowRunner:
         self.model, self.mode, self.kv_step = model, mode, kv_step
         if mode == "graph" and model.model.layers[0].self_attn.qkv_weight is None:
             model.fuse()  # one weight read for q/k/v and for gate/up (a TP shard is fused after sharding)
-        model.use_kernels("elementwise" if kernels == "elementwise" else "eager")
+        model.use_kernels(kernels if kernels in ("elementwise", "layer") else "eager")
 
         def step(tokens, slot, pad, kv_len):
             return decode_rows(model, tokens, slot, pad, kv_len)
@@ -77,6 +78,8 @@ class RowRunner:
         self.forward = step
         if kernels == "block":
             self.forward = _with_recompile_limit(torch.compile(step, dynamic=True, fullgraph=True))
+        elif kernels == "layer":
+            self.forward = _with_recompile_limit(step)  # the shared compiled layer recompiles per model/shape kind
         self.graphs: dict[tuple[int, int], _RowGraph] = {}
         self.pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
         self.batch_buckets: list[int] = []

@@ -23,7 +23,7 @@ MODES = ("eager", "padded", "graph")
 # the captured step), so near the context limit the draft nodes past the room land here. They are never committed.
 # 288 fits a 256-node tree of depth 16 (+ root and bonus); the engine refuses a layout that does not fit, in one line.
 DRAFT_SLOTS = 288
-KERNEL_MODES = ("eager", "elementwise", "block")
+KERNEL_MODES = ("eager", "elementwise", "block", "layer")
 
 
 def resolve_execution(compile: str, kernels: str, device: torch.device) -> tuple[str, str]:
@@ -32,7 +32,7 @@ def resolve_execution(compile: str, kernels: str, device: torch.device) -> tuple
     if compile not in ("auto", *MODES):
         raise ConfigError(f"compile={compile!r} is unknown; use auto, eager or graph")
     if kernels not in ("auto", *KERNEL_MODES):
-        raise ConfigError(f"kernels={kernels!r} is unknown; use auto, eager, elementwise or block")
+        raise ConfigError(f"kernels={kernels!r} is unknown; use auto, {', '.join(KERNEL_MODES)}")
     mode = ("graph" if cuda else "eager") if compile == "auto" else compile
     return mode, ("block" if cuda and mode == "graph" else "eager") if kernels == "auto" else kernels
 
@@ -48,7 +48,9 @@ def default_buckets(limit: int) -> list[int]:
 
 class BlockRunner:
     """kernels: "eager" (PyTorch ops), "elementwise" (norms, RoPE, SiLU·up compiled: fewer kernels per layer),
-    "block" (the whole forward_block compiled with dynamic shapes: one compilation for every bucket)."""
+    "block" (the whole forward_block compiled with dynamic shapes: one compilation for every bucket, but its
+    compile time grows with depth), "layer" (one decoder layer compiled and shared by every layer: compile time
+    independent of depth; mask, embedding, final norm and head stay eager)."""
 
     def __init__(self, model: Transformer, max_seq_len: int, mode: str = "eager", kv_step: int = 256,
                  block_buckets: list[int] | None = None, kernels: str = "eager"):
@@ -66,8 +68,10 @@ class BlockRunner:
         self.pool = torch.cuda.graph_pool_handle() if mode == "graph" else None
         if mode == "graph" and model.model.layers[0].self_attn.qkv_weight is None:
             model.fuse()  # one weight read for q/k/v and for gate/up: 7.30 → 6.70 ms on a 7B verify step (H100)
-        model.use_kernels("elementwise" if kernels == "elementwise" else "eager")  # this model only
+        model.use_kernels(kernels if kernels in ("elementwise", "layer") else "eager")  # this model only
         self.forward = model.forward_block
+        if kernels == "layer":
+            self.forward = _with_recompile_limit(model.forward_block)
         if kernels == "block":
             self.forward = _with_recompile_limit(torch.compile(model.forward_block, dynamic=True, fullgraph=True))
 

@@ -39,7 +39,7 @@ def measure_costs(world: PocketWorld, gamma: int, cost: CostSpec, device: torch.
                   dtype: torch.dtype) -> dict:
     """ms of the verifier's 1- and (γ+1)-token steps and of one drafter γ-window pass, and their ratios."""
     gen = torch.Generator().manual_seed(0)  # the global RNG is left alone: later stages seed themselves
-    kernels = cost.kernels if cost.kernels != "auto" else ("elementwise" if device.type == "cuda" else "eager")
+    kernels = cost.kernels if cost.kernels != "auto" else ("layer" if device.type == "cuda" else "eager")
     prefix, max_len = cost.prefix, _bucket(cost.prefix + 2 * gamma + 2)
     verifier, vcfg = _load(world.verifier, device, dtype)
     ids = torch.randint(0, vcfg["vocab_size"] - 2, (max_len,), generator=gen).to(device)

@@ -61,8 +61,8 @@ class CostSpec:
     prefix: int = 256  # committed tokens before the timed step (a prompt plus some output)
     iters: int = 20  # timed repetitions (median)
     warmup: int = 3
-    # models/runner.py KERNEL_MODES, or auto: elementwise on CUDA (compiled norms/RoPE/SiLU, seconds to compile),
-    # eager on CPU; block = decode's compiled forward (closest to decode, but compiles the verifier at build)
+    # models/runner.py KERNEL_MODES, or auto: layer on CUDA (one compiled decoder layer shared by every layer:
+    # seconds to compile at any depth), eager on CPU; block = the whole forward compiled (grows with depth)
     kernels: str = "auto"
     min_ratio: float = 0.0  # > 0: the build says so in one line when the measured c is below (the world is kept)
 

@@ -21,13 +21,17 @@ tokenizer and pair of drafters, and the second costs only its verifier's pretrai
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from specdiff2.errors import ConfigError
+from specdiff2.errors import ConfigError, require
 from specdiff2.pocket import build
 from specdiff2.pocket.spec import STAGES, PocketSpec, PocketWorld
 
@@ -66,6 +70,14 @@ def _write_summary(root: Path, summary: dict) -> None:
     tmp.replace(root / "world.json")  # readers (other processes, tests) never see a half-written file
 
 
+def _record(root: Path, key: str, info: dict) -> None:
+    """Set world.json[key] = info. Stages of one world may build in parallel processes (`build_parallel`): the
+    read-modify-write holds a lock, so one stage's entry never overwrites another's."""
+    with open(root / ".world.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _write_summary(root, {**PocketWorld(root).summary(), key: info})
+
+
 def sibling_with(spec: PocketSpec, root: Path, stage: str) -> Path | None:
     """A world named in pocket.share_stages_from (beside `root`) that finished `stage` from the same inputs: its
     spec.json equals this spec except the name and the verifier."""
@@ -97,35 +109,83 @@ def _log(line: str) -> None:
     print(line, flush=True)  # progress must show at once, also when stdout is a file
 
 
-def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=_log) -> PocketWorld:
-    """Build every unfinished stage of the pocket world under `root`; return its paths."""
+# What each model stage reads from earlier stages (the data stages run in order before any of them).
+NEEDS = {"verifier": ("tokens",), "ar_drafter": ("tokens",), "drafter": ("tokens", "ar_drafter")}
+DATA_STAGES = ("corpus", "tokenizer", "tokens")
+
+
+def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=_log, stages: tuple[str, ...] | None = None
+                        ) -> PocketWorld:
+    """Build every unfinished stage of the pocket world under `root` (or only `stages`, whose inputs must be
+    built: one process of `build_parallel`); return its paths. The cost ratio is measured once the world is
+    whole."""
     root = Path(root)
     world = PocketWorld(root)
-    if all((root / f"{s}.done").exists() for s in STAGES):
-        _check_spec(root, spec)
-        _measure_cost(spec, world, log)  # worlds built before the measurement existed get it once
-        return world
     _check_spec(root, spec)
-    summary = world.summary()
     for stage in STAGES:
-        if (root / f"{stage}.done").exists():
+        if (root / f"{stage}.done").exists() or (stages is not None and stage not in stages):
             continue
+        if stages is not None:
+            missing = [s for s in NEEDS.get(stage, ()) if not (root / f"{s}.done").exists()]
+            require(not missing, f"pocket stage {stage} needs {', '.join(missing)} built first", ConfigError)
         _remove(root / stage)  # a stage killed half-way leaves debris: redo it from scratch
         other = sibling_with(spec, root, stage)
         if other is not None:
-            summary[stage] = _link_stage(root, other, stage)
+            _record(root, stage, _link_stage(root, other, stage))
             log(f"[pocket:{spec.name}] {stage}: linked from {other} (same inputs)")
         else:
             log(f"[pocket:{spec.name}] building {stage} ...")
             t0 = time.perf_counter()
             info = BUILDERS[stage](spec, world, log)
             info["wall_s"] = round(time.perf_counter() - t0, 2)
-            summary[stage] = info
+            _record(root, stage, info)
             log(f"[pocket:{spec.name}] {stage} done in {info['wall_s']} s")
-        _write_summary(root, summary)
         (root / f"{stage}.done").touch()
-    _measure_cost(spec, world, log)
+    if stages is None and all((root / f"{s}.done").exists() for s in STAGES):
+        _measure_cost(spec, world, log)  # alone on the device; also worlds built before it existed, once
     return world
+
+
+def build_parallel(jobs: list[tuple[PocketSpec, Path, tuple[str, ...]]], log_dir: Path, log=_log) -> None:
+    """Run each job (spec, root, stages) in its own process, all at once, and wait: model stages that do not
+    read each other (a verifier, the drafters, another world's verifier) pretrain side by side on one GPU, whose
+    small models leave most of it idle. Their data stages must be built already. A failed job stops the others
+    and raises with its log's last line."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i, (spec, root, stages) in enumerate(jobs):
+        spec_file = log_dir / f"job{i}.spec.json"
+        spec_file.write_text(json.dumps(dataclasses.asdict(spec)))
+        out = log_dir / f"job{i}.{spec.name}.{'+'.join(stages)}.log"
+        cmd = [sys.executable, "-m", "specdiff2.pocket.world", str(spec_file), str(root), *stages]
+        procs.append((out, subprocess.Popen(cmd, stdout=out.open("w"), stderr=subprocess.STDOUT)))
+        log(f"[pocket] {spec.name}: {', '.join(stages)} in a process of its own (log {out})")
+    wait_all(procs)
+
+
+def wait_all(procs: list[tuple[Path, subprocess.Popen]]) -> None:
+    """Wait for every process; on the first failure stop the rest and raise with that log's last line."""
+    pending = list(procs)
+    while pending:
+        for out, proc in list(pending):
+            code = proc.poll()
+            if code is None:
+                continue
+            pending.remove((out, proc))
+            if code != 0:
+                for _, other in pending:
+                    other.kill()
+                lines = [ln for ln in out.read_text().splitlines() if ln.strip()]
+                raise ConfigError(f"{out.name} failed (exit {code}): {lines[-1] if lines else 'no output'}; "
+                                  f"full log: {out}")
+        time.sleep(1.0)
+
+
+def main(argv: list[str]) -> None:
+    """python -m specdiff2.pocket.world SPEC_JSON ROOT STAGE...: one process of `build_parallel`."""
+    spec_file, root, *stages = argv
+    spec = PocketSpec(**json.loads(Path(spec_file).read_text()))
+    ensure_pocket_world(spec, Path(root), stages=tuple(stages))
 
 
 def _measure_cost(spec: PocketSpec, world: PocketWorld, log) -> None:
@@ -137,4 +197,8 @@ def _measure_cost(spec: PocketSpec, world: PocketWorld, log) -> None:
         return
     info = measure_world(spec, world, log)
     if info is not None:
-        _write_summary(world.root, {**world.summary(), "cost": info})
+        _record(world.root, "cost", info)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

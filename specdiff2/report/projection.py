@@ -41,8 +41,9 @@ class StepCosts:
 
 
 def costs_from_real_shapes(data: dict) -> StepCosts:
-    """StepCosts of one real_shapes_<shape>.json (default mode rows: graph + compiled block + fused)."""
-    verify = [r for r in data["verify"] if "block" in r["mode"]] or data["verify"]
+    """StepCosts of one real_shapes_<shape>.json (the engine's compiled mode rows, fused: block, else layer)."""
+    verify = next(([r for r in data["verify"] if r["mode"].startswith(m)] for m in ("graph+block", "graph+layer")
+                   if any(r["mode"].startswith(m) for r in data["verify"])), data["verify"])
     verify_ms = {int(r["tokens"]): float(r["ms"]) for r in verify}
     draft_ms = {int(r["gamma"]): float(r["ms"]) for r in data.get("drafter", []) if r["cache"] == "prefix"}
     weight = verify[0]["floor_ms"] / 1e3 * data["copy_bw"] if verify else 0.0  # floor = bytes / bandwidth
