@@ -349,3 +349,20 @@ def test_every_generation_carries_its_acceptance_statistics(world, greedy_refere
         accepted = sum(1 for a, _ in trace if a >= j)
         if reached:
             assert m[f"alpha_cond_{j}"] == pytest.approx(accepted / reached)
+
+
+def test_prepare_covers_every_bucket_a_generation_uses(world, greedy_reference):
+    """engine.prepare captures the step graph of every live-cache bucket a timed generation of its prompts can
+    pick (a first-use capture inside a timed prompt once cost ~0.5 s of `other_s` on an H200): every bucket the
+    loop picks is in `reachable_buckets`, at small kv_step and a deep draft, and prepare leaves the outputs alone."""
+    eng = engine(world, make(world, "sd_ar", dict(gamma=6)))
+    eng.kv_step = 16  # many buckets over 24 new tokens
+    ps = [list(p) for p in greedy_reference]
+    used, run_step = [], eng._run_step
+    eng._run_step = lambda kv_len, timer: (used.append(kv_len), run_step(kv_len, timer))
+    assert eng.prepare(ps, 24) == 0  # eager on CPU: no graphs, only the prefills ran
+    used.clear()
+    for p, reference in greedy_reference.items():
+        assert eng.generate(list(p), 24).token_ids == reference
+    reachable = eng.reachable_buckets([len(p) for p in ps], 24)
+    assert set(used) <= set(reachable) and len(set(used)) > 2

@@ -95,8 +95,9 @@ def generate_all(engine: DecodeEngine, prompts: list[tuple[str, list[int]]], max
             engine.generate(ids, max_new)
     elif warmup == "one":
         engine.generate(prompts[0][1], min(16, max_new))
-    elif warmup == "longest":  # the longest prompt at the timed length: the largest live-cache buckets, 1/n the cost
-        engine.generate(max((ids for _, ids in prompts), key=len), max_new)
+    elif warmup == "longest":  # the longest prompt at the timed length, then every prompt's prefill shapes and
+        engine.generate(max((ids for _, ids in prompts), key=len), max_new)  # every reachable bucket's step graph
+        engine.prepare([ids for _, ids in prompts], max_new)
     gens = [engine.generate(ids, max_new, seed=seed + i) for i, (_, ids) in enumerate(prompts)]
     tok = engine.tokenizer
     per_prompt = [{"id": pid, "token_ids": g.token_ids, "pieces": [tok.decode([t]) for t in g.token_ids],
