@@ -33,6 +33,9 @@ class StopsAtThird:
                    "drafter_s": 0.1, "verifier_s": 0.1, "other_s": 0.0, "accept_hist": [0, 1]}
         return Generation([65, 66], "max_new_tokens", metrics, [(1, 2)])
 
+    def prepare(self, prompts, max_new):  # the untimed capture pass: no generation of its own here
+        return 0
+
 
 def test_ctrl_c_keeps_finished_prompts_and_writes_their_summary(tmp_path):
     prompts = [SimpleNamespace(id=str(i), text=f"p{i}") for i in range(5)]
