@@ -34,12 +34,13 @@ SMOKE_TEXTS = ["def add(a, b):\n    return", "import os\nimport sys\n\n", "class
 
 def outputs(overrides: list[str], prompts: list[list[int]], max_new: int) -> list[list[int]]:
     engine = engine_from_config(compose("decode", overrides))
+    engine.prepare(prompts, max_new)  # as the timed sweeps do: graphs captured from the prepare pass's states
     return [engine.generate(p, max_new, seed=i).token_ids for i, p in enumerate(prompts)]
 
 
-def compare(base: list[str], method: str, extra: list[str], prompts, max_new: int) -> float:
+def compare(base: list[str], method: str, extra: list[str], prompts, max_new: int, kernels: str = "eager") -> float:
     run = [*base, *method.split(), *extra]
-    graph = outputs([*run, "compile=graph", "kernels=eager"], prompts, max_new)
+    graph = outputs([*run, "compile=graph", f"kernels={kernels}"], prompts, max_new)
     eager = outputs([*run, "compile=eager", "kernels=eager"], prompts, max_new)
     return token_agreement(eager, graph)
 
@@ -65,6 +66,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--random-world", default=None, help="build the tests' tiny random checkpoints here")
     parser.add_argument("--methods", default=None, help="comma-separated indices into METHODS")
+    parser.add_argument("--kernels", default="eager", help="the graph runs' kernels (eager: bitwise twins in fp32; "
+                        "elementwise / block / layer: compiled, rounding may differ)")
     args = parser.parse_args()
     if args.random_world:
         args.overrides = [*args.overrides, *random_world(args.random_world)]
@@ -75,7 +78,8 @@ def main() -> None:
     texts = SMOKE_TEXTS if args.random_world else [p.text for p in load_prompts(instantiate(cfg.data.prompts))]
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     limit = max(len(p) for p in prompts) + 5
-    print(f"device: {torch.cuda.get_device_name()}; {len(prompts)} prompts × {args.max_new_tokens} new tokens")
+    print(f"device: {torch.cuda.get_device_name()}; {len(prompts)} prompts × {args.max_new_tokens} new tokens; "
+          f"graph runs kernels={args.kernels}")
     print("method | fp32 greedy | bf16 greedy | fp32 T=1 same seeds | fp32 greedy at max_seq_len=prompt+5")
     dt = ("verifier.dtype=float32", "drafter.dtype=float32", "ar_drafter.dtype=float32")
     bf16 = ("verifier.dtype=bfloat16", "drafter.dtype=bfloat16", "ar_drafter.dtype=bfloat16")
@@ -83,10 +87,11 @@ def main() -> None:
     for method in methods:
         if args.random_world and "diffuspec" in method:
             method = " ".join([method, *proxy_overrides(args.random_world)])
-        cells = [compare(args.overrides, method, [*dt, "temperature=0"], prompts, args.max_new_tokens),
-                 compare(args.overrides, method, [*bf16, "temperature=0"], prompts, args.max_new_tokens),
-                 compare(args.overrides, method, [*dt, "temperature=1"], prompts, args.max_new_tokens),
-                 compare(args.overrides, method, [*dt, "temperature=0", f"max_seq_len={limit}"], prompts, 64)]
+        k = args.kernels
+        cells = [compare(args.overrides, method, [*dt, "temperature=0"], prompts, args.max_new_tokens, k),
+                 compare(args.overrides, method, [*bf16, "temperature=0"], prompts, args.max_new_tokens, k),
+                 compare(args.overrides, method, [*dt, "temperature=1"], prompts, args.max_new_tokens, k),
+                 compare(args.overrides, method, [*dt, "temperature=0", f"max_seq_len={limit}"], prompts, 64, k)]
         print(f"{method} | " + " | ".join(f"{c:.3f}" for c in cells), flush=True)
 
 
