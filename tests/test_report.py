@@ -262,6 +262,11 @@ def test_speedups_at_every_cost_ratio_and_the_projection_beside_the_closest_meas
     assert ce["measured"] == pytest.approx(1.0) and ce["difference"] == pytest.approx(1.0 / ce["projected"] - 1)
     assert ce["formula_world"] == pytest.approx(load_run(root).select(sweep="arms", drafter="ce")[0][
         "mean_accept_len"] * 1.9 / (0.2 + 2.02))
+    # GPU-busy: the rows' draft + verify seconds per token (here 0.8 of wall in every row, so the tok/s ratio)
+    run = load_run(root)
+    ce_row, ref = run.select(sweep="arms", drafter="ce")[0], run.select(sweep="reference")[0]
+    assert ce["measured_busy"] == pytest.approx(ce_row["tokens_per_s"] / ref["tokens_per_s"])
+    assert "| measured, GPU-busy |" in report
     assert "### Projection vs measurement at the closest cost ratio" in report
 
 

@@ -280,16 +280,20 @@ def compared_section(compared: list[dict]) -> str:
         measured = e.get("measured_ci", "– (no such row in that world)" if e["world"] else "– (no world has a c)")
         diff = f"{e['difference']:+.0%}" if "difference" in e else "–"
         formula = f"{e['formula_world']:.2f}x" if e.get("formula_world") else "–"
+        busy = (f"{e['measured_busy']:.2f}x ({e['measured_busy'] / e['projected'] - 1:+.0%})"
+                if e.get("measured_busy") else "–")
         rows.append([e["profile"], f"{e['projected']:.2f}x", f"{e['c_projected']:.1f}", e["world"] or "–",
-                     f"{e['c_world']:.1f}" if e.get("c_world") else "–", measured, diff, formula])
+                     f"{e['c_world']:.1f}" if e.get("c_world") else "–", measured, diff, busy, formula])
     note = ("Qwen2.5-72B projection beside the measured speed-up over `ar` of the same one-pass γ chain with the same "
             "drafter and prompt set, in the pocket world whose build-time c is closest to the projection's (`pocket` "
             "and `unaligned` are the same weights). *difference*: measured / projected − 1 (goal: within ±20%). "
             "*formula at the world's costs*: the projection formula with that world's own step costs and the row's "
-            "τ: when it matches the measurement but the projection does not, the cost ratios differ, not the formula.")
+            "τ: when it matches the measurement but the projection does not, the cost ratios differ, not the formula. "
+            "*GPU-busy*: the measured speed-up on the rows' draft + verify seconds alone (no host share: prefill, "
+            "the loop, first-use captures), and its difference to the projection.")
     return "\n\n### Projection vs measurement at the closest cost ratio\n\n" + note + "\n\n" + table(
         ["α profile", "projected (72B)", "c projected", "closest world", "c world", "measured x ar [95% CI]",
-         "difference", "formula at the world's costs"], rows)
+         "difference", "measured, GPU-busy", "formula at the world's costs"], rows)
 
 
 def errors_section(run: RunData) -> str:
