@@ -15,9 +15,7 @@ train.py / decode.py composition of the run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +36,7 @@ from specdiff2.cli import check_overrides, one_line_errors
 from specdiff2.decode.run import pick_device
 from specdiff2.errors import ConfigError, require
 from specdiff2.models.tokenizer import load_tokenizer
-from specdiff2.pocket.world import DATA_STAGES, build_parallel, ensure_pocket_world, wait_all
+from specdiff2.pocket.world import DATA_STAGES, build_parallel, ensure_pocket_world, run_side_by_side
 from specdiff2.report import build_report
 from specdiff2.report.rundata import read_jsonl
 from specdiff2.report.wandb_log import log_decode_row, log_table, open_run
@@ -180,8 +178,7 @@ def build_side_by_side(plan: Plan) -> None:
     jobs = [(spec, root, ("verifier",)), (spec, root, ("ar_drafter", "drafter"))]
     jobs += [(*ratio_world(plan, name), (*DATA_STAGES, "verifier")) for name in plan.ratio_worlds]
     jobs = [job for job in jobs if not all((job[1] / f"{s}.done").exists() for s in job[2])]
-    for i in range(0, len(jobs), plan.workers):
-        build_parallel(jobs[i:i + plan.workers], plan.run_dir / "pocket" / "logs")
+    build_parallel(jobs, plan.run_dir / "pocket" / "logs", plan.workers)
 
 
 def stage_trajectories(plan: Plan, _: dict) -> dict:
@@ -213,19 +210,10 @@ def stage_arms(plan: Plan, _: dict) -> dict:
         for arm, overrides in pending.items():
             run_arm(arms_dir, arm, overrides, train[arm])
     else:
-        names = list(pending)
-        for i in range(0, len(names), plan.workers):
-            batch = names[i:i + plan.workers]
-            env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(batch)))}
-            procs = []
-            for arm in batch:
-                out = arms_dir / f"{arm}.log"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "specdiff2.bench.reproduce", "--arm", str(arms_dir), arm,
-                       json.dumps(pending[arm]), json.dumps(train[arm])]
-                procs.append((out, subprocess.Popen(cmd, stdout=out.open("w"), stderr=subprocess.STDOUT, env=env)))
-                print(f"[reproduce] arm {arm} in a process of its own (log {out})", flush=True)
-            wait_all(procs)
+        run_side_by_side([(f"[reproduce] arm {arm}", [sys.executable, "-m", "specdiff2.bench.reproduce", "--arm",
+                                                       str(arms_dir), arm, json.dumps(pending[arm]),
+                                                       json.dumps(train[arm])], arms_dir / f"{arm}.log")
+                          for arm in pending], plan.workers, split_threads=True)
     return {"arms": {arm: read_done(arms_dir, arm) for arm in plan.arms}}
 
 

@@ -146,21 +146,37 @@ def ensure_pocket_world(spec: PocketSpec, root: str | Path, log=_log, stages: tu
     return world
 
 
-def build_parallel(jobs: list[tuple[PocketSpec, Path, tuple[str, ...]]], log_dir: Path, log=_log) -> None:
-    """Run each job (spec, root, stages) in its own process, all at once, and wait: model stages that do not
+def build_parallel(jobs: list[tuple[PocketSpec, Path, tuple[str, ...]]], log_dir: Path, workers: int,
+                   log=_log) -> None:
+    """Run each job (spec, root, stages) in its own process, at most `workers` at once: model stages that do not
     read each other (a verifier, the drafters, another world's verifier) pretrain side by side on one GPU, whose
-    small models leave most of it idle. Their data stages must be built already. A failed job stops the others
-    and raises with its log's last line."""
+    small models leave most of it idle. Their data stages must be built already."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
+    commands = []
     for i, (spec, root, stages) in enumerate(jobs):
         spec_file = log_dir / f"job{i}.spec.json"
         spec_file.write_text(json.dumps(dataclasses.asdict(spec)))
-        out = log_dir / f"job{i}.{spec.name}.{'+'.join(stages)}.log"
-        cmd = [sys.executable, "-m", "specdiff2.pocket.world", str(spec_file), str(root), *stages]
-        procs.append((out, subprocess.Popen(cmd, stdout=out.open("w"), stderr=subprocess.STDOUT)))
-        log(f"[pocket] {spec.name}: {', '.join(stages)} in a process of its own (log {out})")
-    wait_all(procs)
+        commands.append((f"[pocket] {spec.name}: {', '.join(stages)}",
+                         [sys.executable, "-m", "specdiff2.pocket.world", str(spec_file), str(root), *stages],
+                         log_dir / f"job{i}.{spec.name}.{'+'.join(stages)}.log"))
+    run_side_by_side(commands, workers, log)
+
+
+def run_side_by_side(commands: list[tuple[str, list[str], Path]], workers: int, log=_log,
+                     split_threads: bool = False) -> None:
+    """Run each (label, argv, log file) as a process, at most `workers` at once (a batch is waited for before
+    the next starts). split_threads: each process of a batch gets OMP_NUM_THREADS = cores / batch size. A failed
+    process stops the others and raises with its log's last line."""
+    for i in range(0, len(commands), max(1, workers)):
+        batch = commands[i:i + max(1, workers)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // len(batch)))} \
+            if split_threads else None
+        procs = []
+        for label, cmd, out in batch:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            procs.append((out, subprocess.Popen(cmd, stdout=out.open("w"), stderr=subprocess.STDOUT, env=env)))
+            log(f"{label} in a process of its own (log {out})")
+        wait_all(procs)
 
 
 def wait_all(procs: list[tuple[Path, subprocess.Popen]]) -> None:
